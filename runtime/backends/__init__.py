@@ -1,0 +1,42 @@
+"""Inference backends: one module each, GPU-only imports inside their own module.
+
+A backend ``prepare(bundle)`` returns a :class:`Session` whose ``run`` maps a normalised
+NHWC float32 batch to class probabilities. ``auto`` picks the fastest one available.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import numpy as np
+
+from lulc.runtime.bundle import Bundle
+from lulc.runtime.errors import BackendUnavailable
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "onnx", "keras")
+
+
+class Session(Protocol):
+    name: str
+    #: what really runs (e.g. the execution provider), for logs and --json summaries
+    device: str
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def prepare(bundle: Bundle, backend: str = "auto") -> Session:
+    """Open the bundle's model on ``backend``; ``auto`` prefers ONNX, then Keras."""
+    if backend not in BACKENDS:
+        raise BackendUnavailable(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        backend = "onnx" if bundle.has("onnx") else "keras"
+        logger.info("backend auto -> %s", backend)
+    if backend == "onnx":
+        from lulc.runtime.backends.ort import OrtSession
+
+        return OrtSession(bundle)
+    from lulc.runtime.backends.keras_backend import KerasSession
+
+    return KerasSession(bundle)

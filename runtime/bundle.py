@@ -1,0 +1,135 @@
+"""Model bundles: a folder with ``bundle.json`` plus artefacts, read and written atomically.
+
+Loading a bundle never executes code from it: the manifest is JSON validated by a schema,
+arrays are read with ``allow_pickle=False`` and Keras models are loaded in safe mode.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from lulc.runtime.errors import BundleError
+from lulc.runtime.manifest import SCHEMA_VERSION, Artifact, Manifest
+
+MANIFEST = "bundle.json"
+SAMPLES = "samples.npz"
+
+
+def sha256sum(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+class Bundle:
+    """A model bundle on disk; ``manifest`` is the validated ``bundle.json``."""
+
+    def __init__(self, root: Path, manifest: Manifest):
+        self.root = Path(root)
+        self.manifest = manifest
+
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> "Bundle":
+        root = Path(root)
+        path = root / MANIFEST
+        if not root.is_dir():
+            raise BundleError(f"bundle folder not found: {root}")
+        if not path.is_file():
+            raise BundleError(f"{root} is not a model bundle: it has no {MANIFEST} (create one with `lulc train`)")
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BundleError(f"cannot read {path}: {exc}") from exc
+        version = raw.get("schema_version") if isinstance(raw, dict) else None
+        if version != SCHEMA_VERSION:
+            raise BundleError(
+                f"{path} has schema version {version!r}; this lulc reads version {SCHEMA_VERSION} "
+                "(retrain or upgrade lulc)"
+            )
+        try:
+            manifest = Manifest.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise BundleError(f"{path} is invalid at {where}: {first['msg']}") from exc
+        return cls(root, manifest)
+
+    def save(self) -> None:
+        """Write ``bundle.json`` atomically so a crash never leaves a half-written manifest."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / (MANIFEST + ".tmp")
+        tmp.write_text(self.manifest.model_dump_json(indent=2))
+        os.replace(tmp, self.root / MANIFEST)
+
+    def has(self, name: str) -> bool:
+        return name in self.manifest.artifacts
+
+    def artifact_path(self, name: str, verify: bool = True) -> Path:
+        """Path of a recorded artefact; a missing or altered file is a clear error."""
+        art = self.manifest.artifacts.get(name)
+        if art is None:
+            hint = {"onnx": "lulc export --target onnx", "tfjs": "lulc export --target tfjs"}.get(name, "lulc export")
+            raise BundleError(f"bundle {self.root} has no '{name}' artefact (create it with `{hint} {self.root}`)")
+        path = self.root / art.path
+        if not path.exists():
+            raise BundleError(f"bundle {self.root} lists '{name}' but {path} is missing")
+        if verify and path.is_file() and sha256sum(path) != art.sha256:
+            raise BundleError(f"{path} does not match its checksum in {MANIFEST}: the bundle was modified or corrupted")
+        return path
+
+    def add_artifact(
+        self,
+        name: str,
+        source: Path,
+        fmt: str,
+        parity: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
+        dest: str | None = None,
+    ) -> Artifact:
+        """Move ``source`` into the bundle (atomic rename) and record it in the manifest.
+
+        For a folder artefact (TF.js), the checksum covers its ``model.json``.
+        """
+        dest_rel = dest or Path(source).name
+        target = self.root / dest_rel
+        if Path(source).resolve() != target.resolve():
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(source, target)
+        checksum_file = target / "model.json" if target.is_dir() else target
+        art = Artifact(
+            path=dest_rel,
+            sha256=sha256sum(checksum_file),
+            format=fmt,
+            created=now_iso(),
+            parity=parity,
+            details=details or {},
+        )
+        self.manifest.artifacts[name] = art
+        self.save()
+        return art
+
+    def fingerprint(self) -> str:
+        """Identity of the trained model (its Keras artefact checksum), stable across exports."""
+        art = self.manifest.artifacts.get("keras")
+        return art.sha256 if art else self.manifest.model_dump_json()
+
+    def load_samples(self) -> np.ndarray:
+        """Normalised sample tiles (N, H, W, C) stored at training time, for parity checks."""
+        path = self.artifact_path("samples")
+        with np.load(path, allow_pickle=False) as data:
+            return data["x"].astype(np.float32)

@@ -1,0 +1,117 @@
+"""The ``lulc`` command group and the ``lulc-infer`` script.
+
+Subcommands are registered as ``lulc.commands`` entry points by the folder that owns the
+work (runtime, training, export), so this group never imports training or export code.
+Commands are thin: parse options, import the library lazily, call it.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from importlib.metadata import entry_points
+
+import click
+
+from lulc.runtime import __version__
+from lulc.runtime.errors import LulcError
+
+
+def configure_logging(verbosity: int) -> None:
+    level = max(10, 30 - 10 * verbosity)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def handle_errors(func):
+    """Turn user mistakes (LulcError) into one line on stderr and exit code 1, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except LulcError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted; no output was written (rerun with --resume where offered)") from None
+
+    return wrapper
+
+
+class PluginGroup(click.Group):
+    """A group whose commands come from ``lulc.commands`` entry points, loaded on demand."""
+
+    def _plugins(self):
+        return {ep.name: ep for ep in entry_points(group="lulc.commands")}
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            return cmd
+        ep = self._plugins().get(name)
+        if ep is None:
+            return None
+        try:
+            return ep.load()
+        except ImportError as exc:
+            missing = exc.name or str(exc)
+            return _broken_command(name, f"`lulc {name}` needs {missing}: install the extra, e.g. `pip install 'lulc[train,export]'`")
+
+
+def _broken_command(name: str, message: str) -> click.Command:
+    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def broken():
+        raise click.ClickException(message)
+
+    return broken
+
+
+@click.group(cls=PluginGroup)
+@click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
+@click.option("-q", "--quiet", count=True, help="Less log output (repeatable).")
+@click.version_option(__version__, prog_name="lulc")
+def main(verbose: int, quiet: int) -> None:
+    """lulc: land-use / land-cover classification for satellite rasters."""
+    configure_logging(verbose - quiet)
+
+
+@click.command("infer")
+@click.argument("bundle", type=click.Path())
+@click.argument("input", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="Output class-map GeoTIFF (COG).")
+@click.option("--backend", type=click.Choice(["auto", "onnx", "keras"]), default="auto", show_default=True)
+@click.option("--tile", type=int, default=None, help="Tile size in px (default: the bundle's).")
+@click.option("--overlap", type=int, default=None, help="Tile overlap in px (default: the bundle's).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Tiles per model call.")
+@click.option("--probabilities", is_flag=True, help="Add one uint8 probability band per class (0..254).")
+@click.option("--confidence", is_flag=True, help="Add a uint8 max-probability band (0..254).")
+@click.option("--quicklook", type=click.Path(), default=None, help="Also write a PNG preview of the class map.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last finished block row.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON run summary on stdout.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@handle_errors
+def infer(bundle, input, output, backend, tile, overlap, batch_size, probabilities, confidence, quicklook,
+          overwrite, resume, as_json, progress):
+    """Classify INPUT with the model BUNDLE and write a georeferenced class map."""
+    from lulc.runtime.infer import InferOptions, run_inference, summary_json
+    from lulc.runtime.quicklook import write_quicklook
+
+    opts = InferOptions(backend=backend, tile=tile, overlap=overlap, batch_size=batch_size,
+                        probabilities=probabilities, confidence=confidence, overwrite=overwrite,
+                        resume=resume, progress=progress)
+    summary = run_inference(bundle, input, output, opts)
+    if quicklook:
+        write_quicklook(output, quicklook)
+    if as_json:
+        click.echo(summary_json(summary))
+    else:
+        click.echo(f"wrote {summary.output} ({summary.pixels / 1e6:.2f} MPix, {summary.mpix_per_s:.2f} MPix/s, {summary.device})", err=True)
+
+
+def infer_main() -> None:
+    """Entry point of the ``lulc-infer`` script (same command as ``lulc infer``)."""
+    configure_logging(0)
+    infer.main(prog_name="lulc-infer")

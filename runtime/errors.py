@@ -1,0 +1,25 @@
+"""One small error hierarchy; the CLI turns these into one-line messages (exit code 1)."""
+
+
+class LulcError(Exception):
+    """A problem the user can fix: bad input, a wrong bundle, an unwritable output."""
+
+
+class BundleError(LulcError):
+    """The model bundle is missing, malformed, or lacks an artefact."""
+
+
+class InputRasterError(LulcError, OSError):
+    """An input raster is unreadable or does not match the bundle."""
+
+
+class OutputError(LulcError, OSError):
+    """The output cannot be written (exists without --overwrite, bad folder, ...)."""
+
+
+class BackendUnavailable(LulcError):
+    """A requested inference backend or export target is not installed here."""
+
+
+class ParityError(LulcError):
+    """An exported artefact disagrees with the Keras model beyond tolerance."""

@@ -1,0 +1,158 @@
+"""Numba CPU kernels for the per-pixel hot loops of tiled inference.
+
+Three passes touch every pixel: pack (normalise raw bands into model tiles), blend
+(accumulate weighted tile probabilities into a block) and finalize (argmax, scaled bands).
+Each kernel is ``nogil`` so the reader and writer threads run beside it. ``reference_*``
+functions are the plain NumPy definitions the tests compare against (and the CUDA twins).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+#: class-band value for pixels without a valid prediction
+NODATA_CLASS = 255
+#: probability bands are scaled to 0..PROB_SCALE so that 255 stays free for nodata
+PROB_SCALE = 254
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def mask_nodata(block: np.ndarray, nodata: float, use_nodata: bool) -> np.ndarray:
+    """Mark pixels where any band is nodata or NaN: (C, H, W) float32 -> (H, W) bool valid."""
+    c, h, w = block.shape
+    valid = np.ones((h, w), dtype=np.bool_)
+    for y in prange(h):
+        for x in range(w):
+            for b in range(c):
+                v = block[b, y, x]
+                if np.isnan(v) or (use_nodata and v == nodata):
+                    valid[y, x] = False
+                    break
+    return valid
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def pack_tiles(
+    block: np.ndarray,
+    valid: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    size: int,
+    mean: np.ndarray,
+    inv_std: np.ndarray,
+    out: np.ndarray,
+    counts: np.ndarray,
+) -> None:
+    """Normalise and pack tiles: block (C, H, W) -> out (N, size, size, C) NHWC float32.
+
+    Invalid pixels become 0 (the training mean after z-scoring); ``counts[n]`` receives the
+    number of valid pixels in tile n so that all-nodata tiles can skip the model.
+    """
+    c = block.shape[0]
+    for n in prange(ys.shape[0]):
+        y0 = ys[n]
+        x0 = xs[n]
+        count = 0
+        for i in range(size):
+            for j in range(size):
+                if valid[y0 + i, x0 + j]:
+                    count += 1
+                    for b in range(c):
+                        out[n, i, j, b] = (block[b, y0 + i, x0 + j] - mean[b]) * inv_std[b]
+                else:
+                    for b in range(c):
+                        out[n, i, j, b] = 0.0
+        counts[n] = count
+
+
+@njit(nogil=True, cache=True)
+def blend_accumulate(
+    probs: np.ndarray, ys: np.ndarray, xs: np.ndarray, weight: np.ndarray, acc: np.ndarray
+) -> None:
+    """Add weighted tile probabilities (N, T, T, K) into ``acc`` (K + 1, H, W).
+
+    The last plane of ``acc`` collects the weight sum. Serial over tiles because overlapping
+    tiles write the same pixels; parallel blending happens across blocks instead.
+    """
+    k = probs.shape[3]
+    size = probs.shape[1]
+    for n in range(probs.shape[0]):
+        y0 = ys[n]
+        x0 = xs[n]
+        for i in range(size):
+            for j in range(size):
+                wgt = weight[i, j]
+                for c in range(k):
+                    acc[c, y0 + i, x0 + j] += wgt * probs[n, i, j, c]
+                acc[k, y0 + i, x0 + j] += wgt
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def finalize(
+    acc: np.ndarray,
+    valid: np.ndarray,
+    classes: np.ndarray,
+    probs: np.ndarray,
+    confidence: np.ndarray,
+    want_probs: bool,
+    want_conf: bool,
+) -> None:
+    """Blended sums (K + 1, H, W) -> argmax classes (H, W) uint8 and optional uint8 bands.
+
+    Pixels that are invalid or received no weight get NODATA_CLASS (and 255 in scaled bands).
+    """
+    k = acc.shape[0] - 1
+    h, w = classes.shape
+    for y in prange(h):
+        for x in range(w):
+            wsum = acc[k, y, x]
+            if not valid[y, x] or wsum <= 0.0:
+                classes[y, x] = NODATA_CLASS
+                if want_probs:
+                    for c in range(k):
+                        probs[c, y, x] = 255
+                if want_conf:
+                    confidence[y, x] = 255
+                continue
+            best = 0
+            best_v = acc[0, y, x]
+            for c in range(1, k):
+                if acc[c, y, x] > best_v:
+                    best_v = acc[c, y, x]
+                    best = c
+            classes[y, x] = best
+            if want_probs:
+                for c in range(k):
+                    probs[c, y, x] = np.uint8(min(acc[c, y, x] / wsum, 1.0) * PROB_SCALE + 0.5)
+            if want_conf:
+                confidence[y, x] = np.uint8(min(best_v / wsum, 1.0) * PROB_SCALE + 0.5)
+
+
+def reference_pack(block, valid, ys, xs, size, mean, inv_std):
+    """NumPy definition of :func:`pack_tiles` (returns out, counts)."""
+    tiles = []
+    counts = []
+    for y0, x0 in zip(ys, xs):
+        raw = block[:, y0 : y0 + size, x0 : x0 + size].transpose(1, 2, 0)
+        ok = valid[y0 : y0 + size, x0 : x0 + size]
+        norm = (raw - mean) * inv_std
+        tiles.append(np.where(ok[..., None], norm, 0.0).astype(np.float32))
+        counts.append(int(ok.sum()))
+    return np.stack(tiles), np.array(counts)
+
+
+def reference_blend(probs, ys, xs, weight, shape):
+    """NumPy definition of :func:`blend_accumulate` on a zeroed accumulator of ``shape``."""
+    acc = np.zeros(shape, dtype=np.float64)
+    size = probs.shape[1]
+    for p, y0, x0 in zip(probs, ys, xs):
+        acc[:-1, y0 : y0 + size, x0 : x0 + size] += (weight[..., None] * p).transpose(2, 0, 1)
+        acc[-1, y0 : y0 + size, x0 : x0 + size] += weight
+    return acc
+
+
+def reference_finalize(acc, valid):
+    """NumPy definition of the class band of :func:`finalize`."""
+    classes = np.argmax(acc[:-1], axis=0).astype(np.uint8)
+    classes[~valid | (acc[-1] <= 0)] = NODATA_CLASS
+    return classes

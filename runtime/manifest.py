@@ -1,0 +1,104 @@
+"""The typed, versioned bundle manifest (``bundle.json``) shared by train, export, runtime and web.
+
+Everything a consumer needs to run a model lives here, so no stage re-guesses bands,
+normalisation or classes. ``extra='forbid'`` makes a typo in a hand-edited manifest an error
+instead of a silently ignored field.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+
+Task = Literal["segmentation", "scene", "temporal-segmentation", "pixel-series"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClassInfo(_Strict):
+    id: int = Field(ge=0, le=254)
+    name: str
+    color: tuple[int, int, int]
+
+
+class InputSpec(_Strict):
+    """What the model reads from a raster: band names in order, dtype and nodata."""
+
+    bands: list[str] = Field(min_length=1)
+    dtype: str
+    nodata: float | None = None
+    # Spectral indices appended after the raster bands (e.g. "ndvi"); computed by the runtime.
+    derived: list[str] = Field(default_factory=list)
+    time_steps: int | None = None
+    dates: list[str] | None = None
+
+    @property
+    def channels(self) -> list[str]:
+        """Model input channels: raster bands followed by derived indices."""
+        return [*self.bands, *self.derived]
+
+
+class Normalization(_Strict):
+    """Per-channel statistics from the training split (nodata excluded)."""
+
+    method: Literal["zscore"] = "zscore"
+    mean: list[float]
+    std: list[float]
+    p1: list[float] | None = None
+    p99: list[float] | None = None
+
+
+class TileSpec(_Strict):
+    size: int = Field(gt=0)
+    overlap: int = Field(ge=0)
+    # Fully convolutional nets with k poolings need H and W divisible by 2**k.
+    divisor: int = Field(default=1, gt=0)
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> "TileSpec":
+        if self.overlap >= self.size:
+            raise ValueError(f"tile overlap {self.overlap} must be smaller than tile size {self.size}")
+        return self
+
+
+class Artifact(_Strict):
+    path: str
+    sha256: str
+    format: str
+    created: str
+    parity: dict[str, Any] | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Manifest(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    task: Task
+    architecture: str
+    input: InputSpec
+    normalization: Normalization
+    tile: TileSpec
+    classes: list[ClassInfo] = Field(min_length=2)
+    ignore_index: int = 255
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    artifacts: dict[str, Artifact] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Manifest":
+        n = len(self.input.channels)
+        for name in ("mean", "std"):
+            if len(getattr(self.normalization, name)) != n:
+                raise ValueError(f"normalization.{name} has {len(getattr(self.normalization, name))} values, expected {n} (one per channel)")
+        ids = [c.id for c in self.classes]
+        if ids != list(range(len(ids))):
+            raise ValueError(f"class ids must be 0..{len(ids) - 1} in order, got {ids}")
+        if self.ignore_index in ids:
+            raise ValueError(f"ignore_index {self.ignore_index} collides with a class id")
+        return self
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]

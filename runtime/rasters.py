@@ -1,0 +1,73 @@
+"""Input rasters: open, check against the bundle, and read blocks with padding.
+
+Every user mistake here becomes an :class:`InputRasterError` with one line that says what
+was expected, so ``lulc-infer`` never prints a traceback for a wrong file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.windows import Window
+
+from lulc.runtime.errors import InputRasterError
+from lulc.runtime.manifest import InputSpec
+
+
+def open_input(path: str | os.PathLike, spec: InputSpec) -> rasterio.io.DatasetReader:
+    """Open ``path`` and check it against the bundle's input spec."""
+    path = Path(path)
+    if not path.exists():
+        raise InputRasterError(f"input raster not found: {path}")
+    try:
+        src = rasterio.open(path)
+    except (RasterioIOError, RasterioError) as exc:
+        raise InputRasterError(f"cannot read {path} as a raster: {exc}") from exc
+    try:
+        check_input(src, spec)
+    except InputRasterError:
+        src.close()
+        raise
+    return src
+
+
+def check_input(src: rasterio.io.DatasetReader, spec: InputSpec) -> None:
+    name = Path(src.name).name
+    if src.width == 0 or src.height == 0:
+        raise InputRasterError(f"{name} is empty ({src.width} x {src.height} px)")
+    if src.crs is None:
+        raise InputRasterError(f"{name} has no CRS; assign one (e.g. `rio edit-info --crs EPSG:32633`) so the output can be georeferenced")
+    if src.count != len(spec.bands):
+        raise InputRasterError(
+            f"{name} has {src.count} bands but the model expects {len(spec.bands)} ({', '.join(spec.bands)})"
+        )
+    names = list(src.descriptions)
+    if all(names) and [n.lower() for n in names] != [b.lower() for b in spec.bands]:
+        raise InputRasterError(
+            f"{name} band names {', '.join(names)} differ from the model's {', '.join(spec.bands)}; reorder the bands or rename them"
+        )
+
+
+def input_nodata(src: rasterio.io.DatasetReader, spec: InputSpec) -> float | None:
+    """The file's nodata value wins; the bundle's is the fallback for files that lack one."""
+    return src.nodata if src.nodata is not None else spec.nodata
+
+
+def read_padded(src: rasterio.io.DatasetReader, y0: int, x0: int, span: int) -> np.ndarray:
+    """Read a ``span``-square window at (y0, x0) as float32; outside the raster is NaN."""
+    out = np.full((src.count, span, span), np.nan, dtype=np.float32)
+    h = min(span, src.height - y0)
+    w = min(span, src.width - x0)
+    if h <= 0 or w <= 0:
+        return out
+    window = Window(x0, y0, w, h)
+    try:
+        out[:, :h, :w] = src.read(window=window, out_dtype=np.float32)
+    except (RasterioIOError, RasterioError) as exc:
+        raise InputRasterError(
+            f"failed to read {Path(src.name).name} at window col {x0} row {y0} size {w} x {h}: {exc}"
+        ) from exc
+    return out
