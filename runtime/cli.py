@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from importlib.metadata import entry_points
 
@@ -15,6 +16,10 @@ import click
 
 from lulc.runtime import __version__
 from lulc.runtime.errors import LulcError
+
+# TensorFlow's C++ start-up chatter would drown our own messages (set it to 0 to see it);
+# this must happen before a subcommand's module can import TensorFlow.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def configure_logging(verbosity: int) -> None:

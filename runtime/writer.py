@@ -113,6 +113,8 @@ def _describe(dst, classes: list[ClassInfo], names: list[str], tags: dict[str, s
     dst.update_tags(
         1,
         CLASS_NAMES=json.dumps({c.id: c.name for c in classes}),
+        # a TIFF colour table needs a single-band file; the tag keeps colours for multi-band maps
+        CLASS_COLORS=json.dumps({c.id: list(c.color) for c in classes}),
         **{f"CLASS_{c.id}": c.name for c in classes},
     )
     if len(names) > 1:

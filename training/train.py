@@ -52,8 +52,10 @@ class TrainConfig:
 def _stage(output: Path, overwrite: bool) -> Path:
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise LulcError(f"bundle folder {output} already exists and is not empty (use --overwrite)")
-    if not output.parent.is_dir():
-        raise LulcError(f"cannot create {output}: folder {output.parent} does not exist")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LulcError(f"cannot create {output}: {exc.strerror}") from None
     staging = output.with_name(f".{output.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -98,7 +100,7 @@ def _fit(model, train: TileSet, val: TileSet, cfg: TrainConfig, staging: Path):
     history = model.fit(
         make_dataset(train, cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed),
         validation_data=make_dataset(val, cfg.batch_size),
-        epochs=cfg.epochs, verbose=verbose, callbacks=callbacks,
+        epochs=cfg.epochs, verbose=verbose, shuffle=False, callbacks=callbacks,
     )
     return {k: [round(float(v), 5) for v in vals] for k, vals in history.history.items()}
 

@@ -1,0 +1,37 @@
+# Two entry points for a newcomer: `make demo` and `make test`.
+# Everything lives in .venv next to the checkout; nothing is installed system-wide
+# except Debian's chromium for the browser test (apt-get, only when missing).
+
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO ?= out/demo
+EPOCHS ?= 8
+
+.PHONY: demo test venv clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# One environment for training, export and the runtime (pins in pyproject.toml).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[train,export,dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(BIN)/lulc sample -o data/sample
+	$(BIN)/lulc train --arch unet --image data/sample/image.tif --labels data/sample/labels.tif \
+		-o $(DEMO)/bundle --epochs $(EPOCHS) --seed 0 --overwrite
+	$(BIN)/lulc export --target onnx $(DEMO)/bundle
+	$(BIN)/lulc-infer $(DEMO)/bundle data/sample/image.tif -o $(DEMO)/landcover.tif \
+		--quicklook $(DEMO)/landcover.png --overwrite
+	@$(BIN)/python -m lulc.training.report $(DEMO)/bundle $(DEMO)/landcover.tif $(DEMO)/landcover.png
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) out
