@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny georeferenced rasters made in tmp_path, and one small trained bundle.
+
+The session bundle (4 bands, 3 classes, a depth-2 U-Net trained one epoch) is built once and
+copied per test that changes it, so the suite stays fast on two cores.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+BANDS = ["B02", "B03", "B04", "B08"]
+CRS = "EPSG:32633"
+NODATA = 0
+
+
+def synthetic_scene(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """uint16 reflectance-like bands and a 3-class label map the bands actually explain."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    labels = np.zeros((height, width), dtype=np.uint8)
+    labels[(np.sin(xx / 9.0) + np.cos(yy / 7.0)) > 0.6] = 1
+    labels[((xx // 24 + yy // 24) % 5) == 0] = 2
+    base = np.array([[800, 900, 700, 3000], [600, 800, 500, 1500], [300, 400, 300, 200]], dtype=np.float32)
+    image = base[labels].transpose(2, 0, 1) + rng.normal(0, 60, (len(BANDS), height, width))
+    return np.clip(image, 1, 10000).astype(np.uint16), labels
+
+
+def write_raster(path: Path, data: np.ndarray, crs: str | None = CRS, nodata=NODATA,
+                 descriptions: list[str] | None = None, transform=None) -> Path:
+    data = data if data.ndim == 3 else data[None]
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
+               "dtype": data.dtype.name, "transform": transform or from_origin(500000, 5800000, 10, 10)}
+    if crs is not None:
+        profile["crs"] = crs
+    if nodata is not None:
+        profile["nodata"] = nodata
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, name in enumerate(descriptions or [], start=1):
+            dst.set_band_description(i, name)
+    return path
+
+
+@pytest.fixture(scope="session")
+def scene(tmp_path_factory) -> dict:
+    """A 128 x 192 px 4-band image, its label raster (255 = unlabeled) and a classes.json."""
+    root = tmp_path_factory.mktemp("scene")
+    image, labels = synthetic_scene(128, 192)
+    labels = labels.copy()
+    labels[:, :5] = 255
+    write_raster(root / "image.tif", image, descriptions=BANDS)
+    write_raster(root / "labels.tif", labels, nodata=255)
+    (root / "classes.json").write_text(
+        '[{"id": 0, "name": "crop", "color": [230, 200, 80]}, {"id": 1, "name": "grass", "color": [120, 200, 90]},'
+        ' {"id": 2, "name": "water", "color": [40, 90, 220]}]'
+    )
+    return {"root": root, "image": root / "image.tif", "labels": root / "labels.tif", "classes": root / "classes.json"}
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(scene, tmp_path_factory) -> Path:
+    """A bundle trained one epoch on the scene, exported to ONNX (read-only: copy to modify)."""
+    from lulc.export.onnx import export_onnx
+    from lulc.runtime.bundle import Bundle
+    from lulc.training.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("bundles") / "unet"
+    train(TrainConfig(image=str(scene["image"]), labels=str(scene["labels"]), classes=str(scene["classes"]),
+                      output=str(out), epochs=1, tile=32, stride=16, split_block=32, depth=2, width=4,
+                      batch_size=8, infer_tile=64, infer_overlap=16))
+    export_onnx(Bundle.load(out))
+    return out
+
+
+@pytest.fixture
+def bundle_copy(trained_bundle, tmp_path) -> Path:
+    dst = tmp_path / "bundle"
+    shutil.copytree(trained_bundle, dst)
+    return dst
