@@ -1,0 +1,121 @@
+"""lulc-infer end to end on tiny rasters: georeference, nodata, seam-free tiling, outputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from conftest import BANDS, synthetic_scene, write_raster
+from lulc.export.onnx import run_onnx
+from lulc.runtime.bundle import Bundle
+from lulc.runtime.cli import main
+from lulc.runtime.kernels import NODATA_CLASS
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, ["infer", *map(str, args), "--no-progress"], catch_exceptions=False)
+
+
+def whole_image_classes(bundle_dir, image: np.ndarray, nodata: float) -> np.ndarray:
+    """The model run once on the whole raster (padded to the U-Net divisor): the seam-free truth."""
+    bundle = Bundle.load(bundle_dir)
+    m = bundle.manifest
+    x = image.astype(np.float32).transpose(1, 2, 0)
+    valid = ~(np.isnan(x).any(-1) | (x == nodata).any(-1))
+    z = (x - np.asarray(m.normalization.mean, np.float32)) / np.asarray(m.normalization.std, np.float32)
+    z[~valid] = 0.0
+    d = m.tile.divisor
+    h, w = z.shape[:2]
+    padded = np.zeros((-(-h // d) * d, -(-w // d) * d, z.shape[2]), np.float32)
+    padded[:h, :w] = z
+    probs = run_onnx(bundle.artifact_path("onnx"), padded[None])[0, :h, :w]
+    return np.where(valid, probs.argmax(-1), NODATA_CLASS).astype(np.uint8)
+
+
+@pytest.fixture
+def odd_raster(tmp_path):
+    """150 x 203 px: not a multiple of the 64 px tile in either direction, with a nodata hole."""
+    image, _ = synthetic_scene(150, 203, seed=3)
+    image[:, 20:40, 30:70] = 0
+    image[2, 100, 150] = 0  # one band nodata is enough to make the pixel nodata
+    path = write_raster(tmp_path / "odd.tif", image, descriptions=BANDS,
+                        transform=rasterio.transform.from_origin(612345.0, 4500000.0, 20.0, 20.0))
+    return path, image
+
+
+def test_georeference_shape_and_nodata(trained_bundle, odd_raster, tmp_path):
+    path, image = odd_raster
+    out = tmp_path / "map.tif"
+    result = _invoke(trained_bundle, path, "-o", out, "--probabilities", "--confidence")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(path) as src, rasterio.open(out) as dst:
+        assert (dst.crs, dst.transform, dst.width, dst.height) == (src.crs, src.transform, src.width, src.height)
+        assert dst.count == 1 + 3 + 1 and dst.nodata == NODATA_CLASS
+        assert dst.descriptions[:2] == ("class", "prob_crop")
+        classes = dst.read(1)
+        probs = dst.read(list(range(2, 5))).astype(int)
+        conf = dst.read(5)
+    hole = (image == 0).any(0)
+    assert (classes[hole] == NODATA_CLASS).all()
+    assert (classes[~hole] < 3).all()
+    # scaled probabilities sum to ~254 and the class is their argmax; confidence is their max
+    assert np.abs(probs[:, ~hole].sum(0) - 254).max() <= 3
+    # (a one-epoch model is unsure: rounding to uint8 can tie, so compare values, not argmax)
+    p = probs[:, ~hole]
+    chosen = np.take_along_axis(p, classes[~hole][None].astype(int), 0)[0]
+    assert (chosen >= p.max(0) - 1).all()
+    assert (np.abs(conf[~hole].astype(int) - p.max(0)) <= 1).all()
+
+
+def test_tiled_equals_whole_image_inside(trained_bundle, odd_raster, tmp_path):
+    """Blending overlapping tiles reproduces whole-image inference: no seams at tile edges."""
+    path, image = odd_raster
+    out = tmp_path / "map.tif"
+    assert _invoke(trained_bundle, path, "-o", out, "--tile", 64, "--overlap", 24).exit_code == 0
+    with rasterio.open(out) as dst:
+        tiled = dst.read(1)
+    truth = whole_image_classes(trained_bundle, image, 0)
+    inner = (slice(8, -8), slice(8, -8))
+    agreement = (tiled[inner] == truth[inner]).mean()
+    assert agreement >= 0.995, f"tiled vs whole-image agreement {agreement:.4f}"
+    assert (tiled == NODATA_CLASS).sum() == (truth == NODATA_CLASS).sum()
+
+
+def test_float_input_nan_is_nodata(trained_bundle, tmp_path):
+    image, _ = synthetic_scene(70, 90, seed=5)
+    data = image.astype(np.float32)
+    data[:, 10:20, 10:30] = np.nan
+    path = write_raster(tmp_path / "f.tif", data, nodata=None, descriptions=BANDS)
+    out = tmp_path / "m.tif"
+    assert _invoke(trained_bundle, path, "-o", out, "--backend", "onnx").exit_code == 0
+    with rasterio.open(out) as dst:
+        classes = dst.read(1)
+    assert (classes[10:20, 10:30] == NODATA_CLASS).all()
+    assert (classes[30:, 40:] < 3).all()
+
+
+def test_keras_and_onnx_backends_agree(trained_bundle, odd_raster, tmp_path):
+    path, _ = odd_raster
+    maps = {}
+    for backend in ("onnx", "keras"):
+        out = tmp_path / f"{backend}.tif"
+        assert _invoke(trained_bundle, path, "-o", out, "--backend", backend).exit_code == 0
+        with rasterio.open(out) as dst:
+            maps[backend] = dst.read(1)
+            assert dst.tags()["LULC_BACKEND"] == backend
+    assert (maps["onnx"] == maps["keras"]).mean() > 0.999
+
+
+def test_quicklook_png_uses_class_colours(trained_bundle, odd_raster, tmp_path):
+    from PIL import Image
+
+    path, _ = odd_raster
+    out, png = tmp_path / "map.tif", tmp_path / "map.png"
+    assert _invoke(trained_bundle, path, "-o", out, "--quicklook", png).exit_code == 0
+    rgba = np.asarray(Image.open(png))
+    assert rgba.shape == (150, 203, 4)
+    colours = {tuple(c.color) for c in Bundle.load(trained_bundle).manifest.classes}
+    opaque = {tuple(p[:3]) for p in rgba[rgba[..., 3] == 255].reshape(-1, 4)}
+    assert opaque <= colours
+    assert (rgba[25, 50, 3] == 0)  # nodata is transparent
