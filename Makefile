@@ -15,8 +15,15 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # One environment for training, export and the runtime (pins in pyproject.toml).
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# The TF.js converter goes in with --no-deps: its declared deps (tensorflow, jax, flax,
+# decision forests) would replace TensorFlow, numpy and protobuf; lulc.export.tfjs covers
+# the two imports it makes unconditionally (README, "TF.js"). npm: the Node parity gate.
+TFJS_CONVERTER := tensorflowjs==4.22.0 tensorflow-hub==0.16.1 tf-keras==2.21.0
+
+$(VENV)/.installed: pyproject.toml web/package-lock.json | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[train,export,dev]'
+	$(BIN)/pip install --quiet --no-deps $(TFJS_CONVERTER)
+	npm ci --prefix web --ignore-scripts --no-audit --no-fund
 	touch $@
 
 venv: $(VENV)/.installed
