@@ -1,25 +1,31 @@
-"""Training tiles cut from an image and a label raster, with a spatially blocked split.
+"""Training samples cut from a raster stack and a label raster, with a spatially blocked split.
 
 The raster is cut into square split blocks; whole blocks go to train, validation or test
-and tiles never cross a block edge, so overlapping tiles cannot leak between splits (a
-random per-tile split would put near-copies of test pixels in the training set).
+and samples never cross a block edge, so overlapping tiles cannot leak between splits (a
+random per-tile split would put near-copies of test pixels in the training set). Blocks are
+read one at a time and the normalisation statistics of the training blocks are accumulated
+as they stream past, so the whole raster is never in memory.
+
+Two kinds of sample: segmentation tiles (a label per pixel) and scene patches (EuroSAT
+style: one label per patch, by majority or by the centre pixel). A patch's label is stored
+as a constant label map so that both train through the same masked pixel loss.
 """
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
-import rasterio
+from rasterio.windows import Window
 
 from lulc.runtime.errors import LulcError
-from lulc.runtime.kernels import mask_nodata
 from lulc.runtime.manifest import Normalization
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+#: pixels kept per block for the percentile estimate (mean and std are exact)
+PERCENTILE_SAMPLE = 4096
 
 
 @dataclass
@@ -38,6 +44,54 @@ class TileSet:
         return len(self.x)
 
 
+@dataclass
+class SampleSpec:
+    """How samples are cut: ``task`` segmentation (tiles) or scene (one label per patch)."""
+
+    tile: int
+    stride: int
+    split_block: int
+    seed: int = 0
+    task: str = "segmentation"
+    rule: str = "majority"  # scene patches: "majority" or "centre"
+    min_labeled: float = 0.05
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    ignore: int = 255
+
+
+class StatsAccumulator:
+    """Streamed per-channel mean/std (exact, float64 sums) and 1st/99th percentiles.
+
+    Percentiles come from a seeded subsample of each block, which bounds memory by the
+    number of blocks rather than the number of pixels; they only set display stretches.
+    """
+
+    def __init__(self, channels: int, seed: int = 0):
+        self.n = 0
+        self.sum = np.zeros(channels)
+        self.sumsq = np.zeros(channels)
+        self.samples: list[np.ndarray] = []
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, raw: np.ndarray, valid: np.ndarray) -> None:
+        pixels = raw[:, valid].astype(np.float64)  # (C, P)
+        if not pixels.size:
+            return
+        self.n += pixels.shape[1]
+        self.sum += pixels.sum(axis=1)
+        self.sumsq += (pixels**2).sum(axis=1)
+        keep = self.rng.choice(pixels.shape[1], min(PERCENTILE_SAMPLE, pixels.shape[1]), replace=False)
+        self.samples.append(pixels[:, keep])
+
+    def result(self) -> Normalization:
+        if self.n == 0:
+            raise LulcError("the training split has no valid pixel (all nodata); check the image's nodata value")
+        mean = self.sum / self.n
+        std = np.sqrt(np.maximum(self.sumsq / self.n - mean**2, 0.0))
+        p1, p99 = np.percentile(np.concatenate(self.samples, axis=1), [1, 99], axis=1)
+        return Normalization(mean=mean.tolist(), std=np.maximum(std, 1e-6).tolist(), p1=p1.tolist(), p99=p99.tolist())
+
+
 def assign_blocks(n_blocks: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
     """Split index per block: a seeded shuffle cut at the train/val/test fractions."""
     order = np.random.default_rng(seed).permutation(n_blocks)
@@ -51,69 +105,71 @@ def assign_blocks(n_blocks: int, fractions: tuple[float, float, float], seed: in
     return split
 
 
-def extract_tiles(
-    image: str | os.PathLike,
-    labels: str | os.PathLike,
-    tile: int,
-    stride: int,
-    split_block: int,
-    seed: int,
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-    ignore: int = 255,
-    min_labeled: float = 0.05,
-) -> TileSet:
-    """Cut labelled tiles inside spatial blocks; blocks are read one at a time."""
+def patch_label(lbl: np.ndarray, spec: SampleSpec) -> int | None:
+    """One label for a scene patch, or None when the patch is not labelled well enough."""
+    if spec.rule == "centre":
+        c = lbl[lbl.shape[0] // 2, lbl.shape[1] // 2]
+        return None if c == spec.ignore else int(c)
+    counts = np.bincount(lbl[lbl != spec.ignore], minlength=1)
+    best = int(counts.argmax())
+    return best if counts[best] >= spec.min_labeled * lbl.size else None
+
+
+def _samples_in_block(raw, lbl, valid, spec: SampleSpec):
+    tile = spec.tile
+    for oy in range(0, spec.split_block - tile + 1, spec.stride):
+        for ox in range(0, spec.split_block - tile + 1, spec.stride):
+            t_lbl = lbl[oy : oy + tile, ox : ox + tile]
+            if spec.task == "scene":
+                label = patch_label(t_lbl, spec)
+                if label is None:
+                    continue
+                t_lbl = np.full_like(t_lbl, label)
+            elif (t_lbl != spec.ignore).mean() < spec.min_labeled:
+                continue
+            yield raw[:, oy : oy + tile, ox : ox + tile].transpose(1, 2, 0), t_lbl, valid[oy : oy + tile, ox : ox + tile]
+
+
+def extract_tiles(stack, labels, spec: SampleSpec) -> tuple[TileSet, Normalization]:
+    """Cut labelled samples inside spatial blocks (read one at a time) and stream the stats.
+
+    ``stack`` is a :class:`~lulc.training.sources.RasterStack`, ``labels`` an open dataset on
+    its grid. Returns the samples (raw values) and the training split's statistics.
+    """
+    tile, split_block = spec.tile, spec.split_block
     if split_block < tile:
         raise LulcError(f"--split-block {split_block} must be at least the tile size {tile}")
-    with rasterio.open(image) as img, rasterio.open(labels) as lab:
-        if (img.width, img.height, img.transform) != (lab.width, lab.height, lab.transform):
-            raise LulcError(f"{labels} is not on the grid of {image}; rasterize the labels onto the image grid")
-        rows, cols = img.height // split_block, img.width // split_block
-        if rows * cols == 0:
-            raise LulcError(f"image {img.width} x {img.height} px is smaller than one split block ({split_block} px)")
-        block_split = assign_blocks(rows * cols, fractions, seed)
-        nodata = img.nodata
-        xs, ys, vs, ss = [], [], [], []
-        offsets = range(0, split_block - tile + 1, stride)
-        for b in range(rows * cols):
-            by, bx = (b // cols) * split_block, (b % cols) * split_block
-            window = rasterio.windows.Window(bx, by, split_block, split_block)
-            raw = img.read(window=window, out_dtype=np.float32)
-            lbl = lab.read(1, window=window)
-            valid = mask_nodata(raw, np.nan if nodata is None else float(nodata), nodata is not None)
-            lbl = np.where(valid, lbl, ignore).astype(np.uint8)
-            for oy in offsets:
-                for ox in offsets:
-                    t_lbl = lbl[oy : oy + tile, ox : ox + tile]
-                    if (t_lbl != ignore).mean() < min_labeled:
-                        continue
-                    xs.append(raw[:, oy : oy + tile, ox : ox + tile].transpose(1, 2, 0))
-                    ys.append(t_lbl)
-                    vs.append(valid[oy : oy + tile, ox : ox + tile])
-                    ss.append(block_split[b])
+    rows, cols = stack.height // split_block, stack.width // split_block
+    if rows * cols == 0:
+        raise LulcError(f"image {stack.width} x {stack.height} px is smaller than one split block ({split_block} px)")
+    block_split = assign_blocks(rows * cols, spec.fractions, spec.seed)
+    stats = StatsAccumulator(len(stack.channels), spec.seed)
+    xs, ys, vs, ss = [], [], [], []
+    for b in range(rows * cols):
+        window = Window((b % cols) * split_block, (b // cols) * split_block, split_block, split_block)
+        raw, valid = stack.read(window)
+        if block_split[b] == 0:
+            stats.add(raw, valid)
+        lbl = np.where(valid, labels.read(1, window=window), spec.ignore).astype(np.uint8)
+        for x, y, v in _samples_in_block(raw, lbl, valid, spec):
+            xs.append(x)
+            ys.append(y)
+            vs.append(v)
+            ss.append(block_split[b])
     if not xs:
-        raise LulcError(f"no tile of {tile} px has at least {min_labeled:.0%} labelled pixels; check the labels overlap the image")
+        what = "patch has a label" if spec.task == "scene" else f"tile has at least {spec.min_labeled:.0%} labelled pixels"
+        raise LulcError(f"no {tile} px {what}; check that the labels overlap the image, or use a smaller --tile")
     split = np.array(ss)
     for i, name in enumerate(SPLITS):
         if not (split == i).any():
-            raise LulcError(f"the {name} split got no labelled tile; use a smaller --split-block or more labels")
+            raise LulcError(f"too few samples: the {name} split got no labelled {spec.task} sample; "
+                            "use a smaller --split-block or --tile, or more labels")
     record = {
-        "method": "spatial-blocks", "block_px": split_block, "seed": seed, "fractions": list(fractions),
+        "method": "spatial-blocks", "block_px": split_block, "seed": spec.seed, "fractions": list(spec.fractions),
         "blocks": {name: np.flatnonzero(block_split == i).tolist() for i, name in enumerate(SPLITS)},
         "block_grid": [rows, cols], "tiles": {name: int((split == i).sum()) for i, name in enumerate(SPLITS)},
     }
-    return TileSet(np.stack(xs), np.stack(ys), np.stack(vs), split, record)
-
-
-def channel_stats(x: np.ndarray, valid: np.ndarray) -> Normalization:
-    """Per-channel mean, std and 1st/99th percentiles over valid pixels of the given tiles."""
-    pixels = x[valid]  # (P, C)
-    if len(pixels) == 0:
-        raise LulcError("the training split has no valid pixel (all nodata)")
-    mean = pixels.mean(axis=0, dtype=np.float64)
-    std = pixels.std(axis=0, dtype=np.float64)
-    p1, p99 = np.percentile(pixels, [1, 99], axis=0)
-    return Normalization(mean=mean.tolist(), std=np.maximum(std, 1e-6).tolist(), p1=p1.tolist(), p99=p99.tolist())
+    return TileSet(np.stack(xs), np.stack(ys), np.stack(vs), split, record), stats.result()
 
 
 def normalize(x: np.ndarray, valid: np.ndarray, norm: Normalization) -> np.ndarray:

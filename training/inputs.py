@@ -1,0 +1,55 @@
+"""From the settings to labelled samples: raster stack + labels, or a EuroSAT-style folder."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lulc.runtime.errors import LulcError
+from lulc.runtime.manifest import InputSpec, Normalization
+from lulc.training.config import TrainConfig
+from lulc.training.data import SampleSpec, TileSet, extract_tiles
+from lulc.training.labels import IGNORE, prepare_labels
+from lulc.training.models import ARCHITECTURES, task_of
+from lulc.training.sources import RasterStack, open_raster
+
+
+@dataclass
+class Samples:
+    tiles: TileSet  # raw values; normalise with ``norm``
+    norm: Normalization  # training-split statistics
+    spec: InputSpec
+    classes: list[dict]
+    data: dict  # provenance: where the samples came from
+
+
+def sample_spec(cfg: TrainConfig, task: str) -> SampleSpec:
+    if cfg.patch_rule not in ("majority", "centre"):
+        raise LulcError(f"--patch-rule must be majority or centre, not {cfg.patch_rule}")
+    # a scene patch needs a clear majority; a segmentation tile only some labelled pixels
+    min_labeled = cfg.min_labeled if cfg.min_labeled is not None else (0.5 if task == "scene" else 0.05)
+    return SampleSpec(tile=cfg.tile, stride=cfg.stride or cfg.tile // 2, split_block=cfg.split_block or 2 * cfg.tile,
+                      seed=cfg.seed, task=task, rule=cfg.patch_rule, min_labeled=min_labeled, ignore=IGNORE)
+
+
+def prepare_samples(cfg: TrainConfig, work: Path) -> Samples:
+    """Samples for ``cfg``; intermediate rasters (rasterized labels) go to ``work``."""
+    if cfg.arch not in ARCHITECTURES:
+        raise LulcError(f"unknown --arch {cfg.arch}; choose one of {', '.join(ARCHITECTURES)}")
+    task = task_of(cfg.arch)
+    if cfg.data:
+        from lulc.training.eurosat import load_folder
+
+        if task != "scene":
+            raise LulcError(f"--data folders hold scene patches; use a scene-* --arch, not {cfg.arch}")
+        tiles, norm, spec, classes = load_folder(cfg.data, cfg.seed, cfg.indices)
+        return Samples(tiles, norm, spec, classes, {"folder": str(Path(cfg.data).resolve())})
+    if not cfg.images or not cfg.labels:
+        raise LulcError("give --image and --labels (raster or vector), or --data DIR of class folders")
+    with RasterStack(cfg.images, cfg.align, cfg.indices) as stack:
+        labels, classes = prepare_labels(cfg.labels, stack, work, cfg.label_column, cfg.classes, cfg.aoi, cfg.align)
+        with open_raster(labels, "label raster") as lab:
+            tiles, norm = extract_tiles(stack, lab, sample_spec(cfg, task))
+        spec = InputSpec(bands=stack.bands, dtype=stack.dtype, nodata=stack.nodata, derived=stack.derived)
+        data = {"image": stack.paths, "labels": str(Path(cfg.labels).resolve()),
+                "aoi": str(Path(cfg.aoi).resolve()) if cfg.aoi else None}
+    return Samples(tiles, norm, spec, classes, data)
