@@ -35,10 +35,12 @@ class TileSet:
     valid: np.ndarray  # (N, T, T) bool, False where any band is nodata
     split: np.ndarray  # (N,) index into SPLITS
     split_record: dict = field(default_factory=dict)
+    origins: np.ndarray | None = None  # (N, 2) row, col of each tile in the raster, if it has one
 
     def part(self, name: str) -> "TileSet":
         keep = self.split == SPLITS.index(name)
-        return TileSet(self.x[keep], self.y[keep], self.valid[keep], self.split[keep], self.split_record)
+        origins = None if self.origins is None else self.origins[keep]
+        return TileSet(self.x[keep], self.y[keep], self.valid[keep], self.split[keep], self.split_record, origins)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -127,7 +129,7 @@ def _samples_in_block(raw, lbl, valid, spec: SampleSpec):
                 t_lbl = np.full_like(t_lbl, label)
             elif (t_lbl != spec.ignore).mean() < spec.min_labeled:
                 continue
-            yield raw[:, oy : oy + tile, ox : ox + tile].transpose(1, 2, 0), t_lbl, valid[oy : oy + tile, ox : ox + tile]
+            yield (oy, ox), raw[:, oy : oy + tile, ox : ox + tile].transpose(1, 2, 0), t_lbl, valid[oy : oy + tile, ox : ox + tile]
 
 
 def extract_tiles(stack, labels, spec: SampleSpec) -> tuple[TileSet, Normalization]:
@@ -144,14 +146,15 @@ def extract_tiles(stack, labels, spec: SampleSpec) -> tuple[TileSet, Normalizati
         raise LulcError(f"image {stack.width} x {stack.height} px is smaller than one split block ({split_block} px)")
     block_split = assign_blocks(rows * cols, spec.fractions, spec.seed)
     stats = StatsAccumulator(len(stack.channels), spec.seed)
-    xs, ys, vs, ss = [], [], [], []
+    xs, ys, vs, ss, origins = [], [], [], [], []
     for b in range(rows * cols):
         window = Window((b % cols) * split_block, (b // cols) * split_block, split_block, split_block)
         raw, valid = stack.read(window)
         if block_split[b] == 0:
             stats.add(raw, valid)
         lbl = np.where(valid, labels.read(1, window=window), spec.ignore).astype(np.uint8)
-        for x, y, v in _samples_in_block(raw, lbl, valid, spec):
+        for (oy, ox), x, y, v in _samples_in_block(raw, lbl, valid, spec):
+            origins.append((window.row_off + oy, window.col_off + ox))
             xs.append(x)
             ys.append(y)
             vs.append(v)
@@ -169,7 +172,8 @@ def extract_tiles(stack, labels, spec: SampleSpec) -> tuple[TileSet, Normalizati
         "blocks": {name: np.flatnonzero(block_split == i).tolist() for i, name in enumerate(SPLITS)},
         "block_grid": [rows, cols], "tiles": {name: int((split == i).sum()) for i, name in enumerate(SPLITS)},
     }
-    return TileSet(np.stack(xs), np.stack(ys), np.stack(vs), split, record), stats.result()
+    tiles = TileSet(np.stack(xs), np.stack(ys), np.stack(vs), split, record, np.asarray(origins))
+    return tiles, stats.result()
 
 
 def normalize(x: np.ndarray, valid: np.ndarray, norm: Normalization) -> np.ndarray:
