@@ -1,0 +1,120 @@
+"""From-to change between two class maps: a transition raster and hectares per transition.
+
+Transition codes are ``from * K + to`` for K classes, so the code itself is readable without
+a lookup (and unchanged pixels are the codes ``c * (K + 1)``). The legend travels with the
+raster as tags (``TRANSITIONS`` JSON and one ``TRANSITION_<code>`` per code) and, when the
+codes fit a byte, as a colour table: the *to* class colour for a change, a dark grey for
+no change. Maps are compared window by window, so their size is not bounded by memory.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+
+from lulc.runtime.errors import InputRasterError
+from lulc.runtime.kernels import NODATA_CLASS
+from lulc.runtime.writer import check_output, temp_path
+
+UNCHANGED_COLOR = (60, 60, 60)
+
+
+@dataclass
+class ChangeSummary:
+    output: Path
+    table: Path
+    classes: list[str]
+    #: (from, to, pixels, hectares) for every transition present
+    rows: list[tuple[str, str, int, float]]
+
+
+def _class_names(src) -> dict[int, str] | None:
+    raw = src.tags().get("CLASS_NAMES")
+    return {int(k): v for k, v in json.loads(raw).items()} if raw else None
+
+
+def _open(path: str | os.PathLike):
+    if not Path(path).exists():
+        raise InputRasterError(f"class map not found: {path}")
+    try:
+        return rasterio.open(path)
+    except RasterioError as exc:
+        raise InputRasterError(f"cannot read {path} as a raster: {exc}") from exc
+
+
+def shared_classes(a, b) -> list[str]:
+    """The class list both maps use; different lists make from-to codes meaningless."""
+    names_a, names_b = _class_names(a), _class_names(b)
+    if names_a is None or names_b is None:
+        missing = Path(a.name if names_a is None else b.name).name
+        raise InputRasterError(f"{missing} has no CLASS_NAMES tag; use class maps written by lulc-infer")
+    if names_a != names_b:
+        only_a = sorted(set(names_a.items()) - set(names_b.items()))
+        only_b = sorted(set(names_b.items()) - set(names_a.items()))
+        raise InputRasterError(
+            f"the maps use different class lists: {Path(a.name).name} has {only_a}, {Path(b.name).name} has {only_b}; "
+            "compare maps made with the same class list")
+    return [names_a[i] for i in sorted(names_a)]
+
+
+def _check_grids(a, b) -> None:
+    if (a.crs, a.transform, a.shape) != (b.crs, b.transform, b.shape):
+        raise InputRasterError(f"{Path(a.name).name} and {Path(b.name).name} are not on the same grid "
+                               "(CRS, transform, size); classify both on one grid")
+    if a.crs is None or not a.crs.is_projected:
+        raise InputRasterError(f"{Path(a.name).name} is not in a projected CRS; hectares need metres")
+
+
+def _colormap(classes: list[str], colors: dict[int, list[int]]) -> dict[int, tuple]:
+    k = len(classes)
+    return {f * k + t: (*(UNCHANGED_COLOR if f == t else colors.get(t, (255, 0, 255))), 255)
+            for f in range(k) for t in range(k)}
+
+
+def detect_change(map_a: str | os.PathLike, map_b: str | os.PathLike, output: str | os.PathLike,
+                  table: str | os.PathLike | None = None, overwrite: bool = False) -> ChangeSummary:
+    """Write the transition raster ``output`` and a CSV of hectares per transition."""
+    final = check_output(output, overwrite)
+    table = check_output(table or Path(output).with_suffix(".csv"), overwrite)
+    with _open(map_a) as a, _open(map_b) as b:
+        classes = shared_classes(a, b)
+        _check_grids(a, b)
+        k = len(classes)
+        byte = k * k < NODATA_CLASS
+        dtype, nodata = ("uint8", NODATA_CLASS) if byte else ("uint16", 65535)
+        profile = {"driver": "GTiff", "width": a.width, "height": a.height, "count": 1, "dtype": dtype,
+                   "crs": a.crs, "transform": a.transform, "nodata": nodata, "tiled": True, "compress": "deflate"}
+        legend = {f * k + t: f"{classes[f]} -> {classes[t]}" for f in range(k) for t in range(k)}
+        counts = np.zeros(k * k, dtype=np.int64)
+        work = temp_path(final, "partial.tif")
+        try:
+            with rasterio.open(work, "w", **profile) as dst:
+                for _, win in a.block_windows(1):
+                    fa, fb = a.read(1, window=win), b.read(1, window=win)
+                    ok = (fa < k) & (fb < k)
+                    code = np.where(ok, fa.astype(np.int64) * k + fb, nodata)
+                    counts += np.bincount(code[ok], minlength=k * k)
+                    dst.write(code.astype(dtype), 1, window=win)
+                dst.set_band_description(1, "transition")
+                dst.update_tags(TRANSITIONS=json.dumps(legend), CLASS_NAMES=json.dumps(dict(enumerate(classes))),
+                                CODE="from * K + to", K=str(k), **{f"TRANSITION_{c}": n for c, n in legend.items()})
+                colors = json.loads(a.tags().get("CLASS_COLORS", "{}"))
+                if byte:
+                    dst.write_colormap(1, _colormap(classes, {int(i): c for i, c in colors.items()}))
+            os.replace(work, final)
+        finally:
+            work.unlink(missing_ok=True)
+        hectares = abs(a.transform.a * a.transform.e) * a.crs.linear_units_factor[1] ** 2 / 1e4
+    rows = [(classes[c // k], classes[c % k], int(n), round(float(n) * hectares, 4)) for c, n in enumerate(counts) if n]
+    with open(table, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["code", "from", "to", "pixels", "hectares"])
+        for (f, t, n, ha) in rows:
+            writer.writerow([classes.index(f) * k + classes.index(t), f, t, n, ha])
+    return ChangeSummary(final, Path(table), classes, rows)
