@@ -115,8 +115,9 @@ def run_node(model_dir: Path, x: np.ndarray) -> np.ndarray:
             capture_output=True, text=True, timeout=1800,
         )
         if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ParityError(f"TF.js export refused: the model does not run in @tensorflow/tfjs: {last}")
+            lines = proc.stderr.strip().splitlines() or ["no output"]
+            error = next((line for line in lines if "Error" in line), lines[-1])
+            raise ParityError(f"TF.js export refused: the model does not run in @tensorflow/tfjs: {error.strip()}")
         summary = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("{")))
         return np.fromfile(dst, dtype="<f4").reshape(summary["shape"])
 
