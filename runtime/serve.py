@@ -90,9 +90,14 @@ def demo_config(bundle: Bundle, sample: Path | None) -> dict:
 
 
 def default_sample(bundle: Bundle) -> Path | None:
-    """The scene the model was trained on, when it is still where training found it."""
+    """The scene the model was trained on, when it is one file still where training found it.
+
+    Training records one path, or a list (one per date for time series, which the page does
+    not stack): only a single image makes a sample.
+    """
     image = bundle.manifest.provenance.get("data", {}).get("image")
-    return Path(image) if image and Path(image).is_file() else None
+    images = image if isinstance(image, list) else [image]
+    return Path(images[0]) if len(images) == 1 and images[0] and Path(images[0]).is_file() else None
 
 
 def make_server(bundle_dir: str | os.PathLike, sample: str | os.PathLike | None = None,
