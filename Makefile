@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEMO ?= out/demo
 EPOCHS ?= 8
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean system-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,15 @@ $(BIN)/python:
 # the two imports it makes unconditionally (README, "TF.js"). npm: the Node parity gate.
 TFJS_CONVERTER := tensorflowjs==4.22.0 tensorflow-hub==0.16.1 tf-keras==2.21.0
 
-$(VENV)/.installed: pyproject.toml web/package-lock.json | $(BIN)/python
+# Debian packages, installed only when missing: Node.js for `npm ci`, and Chromium for the
+# browser test (Playwright drives it; Playwright's own browser download is unreachable).
+APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+system-deps:
+	@command -v node >/dev/null || { $(APT) update -q && $(APT) install -y -q nodejs; }
+	@command -v npm >/dev/null || $(APT) install -y -q npm
+	@test -x /usr/bin/chromium || { $(APT) update -q && $(APT) install -y -q chromium; }
+
+$(VENV)/.installed: pyproject.toml web/package-lock.json | $(BIN)/python system-deps
 	$(BIN)/pip install --quiet -e '.[train,export,dev]'
 	$(BIN)/pip install --quiet --no-deps $(TFJS_CONVERTER)
 	npm ci --prefix web --ignore-scripts --no-audit --no-fund
