@@ -109,9 +109,15 @@ export function renderLegend(table, classes, raster, manifest) {
   classes.forEach((c) => { if (c !== NODATA_CLASS) { counts[c]++; total++; } });
   table.replaceChildren(...manifest.classes.map((cls, i) => {
     const row = document.createElement('tr');
+    const swatch = document.createElement('span');
+    swatch.className = 'swatch';
+    swatch.style.background = `rgb(${cls.color.join(',')})`;
     const share = total ? (100 * counts[i] / total).toFixed(1) : '0.0';
-    row.innerHTML = `<td><span class="swatch" style="background: rgb(${cls.color.join(',')})"></span></td>`
-      + `<td>${cls.name}</td><td class="num">${formatArea(counts[i], raster)}</td><td class="num">${share} %</td>`;
+    [swatch, cls.name, formatArea(counts[i], raster), `${share} %`].forEach((content, col) => {
+      const cell = row.insertCell();
+      cell.append(content);
+      if (col >= 2) cell.className = 'num';
+    });
     return row;
   }));
 }
