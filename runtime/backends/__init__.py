@@ -15,7 +15,7 @@ from lulc.runtime.errors import BackendUnavailable
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "onnx", "keras")
+BACKENDS = ("auto", "trt", "onnx", "keras")
 
 
 class Session(Protocol):
@@ -27,12 +27,19 @@ class Session(Protocol):
 
 
 def prepare(bundle: Bundle, backend: str = "auto") -> Session:
-    """Open the bundle's model on ``backend``; ``auto`` prefers ONNX, then Keras."""
+    """Open the bundle's model on ``backend``; ``auto`` prefers a TensorRT engine built for
+    this GPU, then ONNX, then Keras."""
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        backend = "onnx" if bundle.has("onnx") else "keras"
+        from lulc.runtime.backends import trt
+
+        backend = "trt" if trt.usable(bundle) else "onnx" if bundle.has("onnx") else "keras"
         logger.info("backend auto -> %s", backend)
+    if backend == "trt":
+        from lulc.runtime.backends.trt import open_bundle_engine
+
+        return open_bundle_engine(bundle)
     if backend == "onnx":
         from lulc.runtime.backends.ort import OrtSession
 
