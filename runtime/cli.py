@@ -89,7 +89,8 @@ def main(verbose: int, quiet: int) -> None:
 @click.option("--backend", type=click.Choice(["auto", "onnx", "keras"]), default="auto", show_default=True)
 @click.option("--tile", type=int, default=None, help="Tile size in px (default: the bundle's).")
 @click.option("--overlap", type=int, default=None, help="Tile overlap in px (default: the bundle's).")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Tiles per model call.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Tiles per model call (default: about 0.25 MPix per call).")
 @click.option("--probabilities", is_flag=True, help="Add one uint8 probability band per class (0..254).")
 @click.option("--confidence", is_flag=True, help="Add a uint8 max-probability band (0..254).")
 @click.option("--quicklook", type=click.Path(), default=None, help="Also write a PNG preview of the class map.")

@@ -2,10 +2,16 @@
 
 Three passes touch every pixel: pack (normalise raw bands into model tiles), blend
 (accumulate weighted tile probabilities into a block) and finalize (argmax, scaled bands).
-Each kernel is ``nogil`` so the reader and writer threads run beside it. ``reference_*``
-functions are the plain NumPy definitions the tests compare against (and the CUDA twins).
+Every kernel writes into caller-owned buffers: the runtime reuses them block after block,
+because page-faulting fresh 50-100 MB arrays per block cost more than the kernels themselves.
+Each kernel is ``nogil`` so the reader, model and writer threads overlap. ``reference_*``
+functions are the plain NumPy definitions the tests compare these and the CUDA twins
+(:mod:`lulc.runtime.cuda_kernels`) against; :func:`for_array` picks the twin by array type.
 """
 from __future__ import annotations
+
+import sys
+from types import ModuleType
 
 import numpy as np
 from numba import njit, prange
@@ -16,19 +22,31 @@ NODATA_CLASS = 255
 PROB_SCALE = 254
 
 
+def for_array(array) -> ModuleType:
+    """The kernel module for ``array``: CUDA twins for device arrays, these CPU kernels otherwise.
+
+    The one place where host/device dispatch happens, so callers never branch on the device.
+    """
+    if hasattr(array, "__cuda_array_interface__"):
+        from lulc.runtime import cuda_kernels
+
+        return cuda_kernels
+    return sys.modules[__name__]
+
+
 @njit(nogil=True, cache=True, parallel=True)
-def mask_nodata(block: np.ndarray, nodata: float, use_nodata: bool) -> np.ndarray:
-    """Mark pixels where any band is nodata or NaN: (C, H, W) float32 -> (H, W) bool valid."""
+def mask_nodata(block: np.ndarray, nodata: float, use_nodata: bool, valid: np.ndarray) -> None:
+    """valid (H, W) = no band is nodata or NaN in block (C, H, W)."""
     c, h, w = block.shape
-    valid = np.ones((h, w), dtype=np.bool_)
     for y in prange(h):
         for x in range(w):
+            ok = True
             for b in range(c):
                 v = block[b, y, x]
                 if np.isnan(v) or (use_nodata and v == nodata):
-                    valid[y, x] = False
+                    ok = False
                     break
-    return valid
+            valid[y, x] = ok
 
 
 @njit(nogil=True, cache=True, parallel=True)
@@ -37,18 +55,18 @@ def pack_tiles(
     valid: np.ndarray,
     ys: np.ndarray,
     xs: np.ndarray,
-    size: int,
     mean: np.ndarray,
     inv_std: np.ndarray,
     out: np.ndarray,
     counts: np.ndarray,
 ) -> None:
-    """Normalise and pack tiles: block (C, H, W) -> out (N, size, size, C) NHWC float32.
+    """Normalise and pack tiles: block (C, H, W) -> out (N, T, T, C) NHWC float32.
 
     Invalid pixels become 0 (the training mean after z-scoring); ``counts[n]`` receives the
     number of valid pixels in tile n so that all-nodata tiles can skip the model.
     """
     c = block.shape[0]
+    size = out.shape[1]
     for n in prange(ys.shape[0]):
         y0 = ys[n]
         x0 = xs[n]
@@ -65,26 +83,28 @@ def pack_tiles(
         counts[n] = count
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, parallel=True)
 def blend_accumulate(
     probs: np.ndarray, ys: np.ndarray, xs: np.ndarray, weight: np.ndarray, acc: np.ndarray
 ) -> None:
     """Add weighted tile probabilities (N, T, T, K) into ``acc`` (K + 1, H, W).
 
-    The last plane of ``acc`` collects the weight sum. Serial over tiles because overlapping
-    tiles write the same pixels; parallel blending happens across blocks instead.
+    The last plane of ``acc`` collects the weight sum. Parallel over accumulator rows (not
+    tiles): overlapping tiles write the same pixels, but each row has exactly one writer.
     """
     k = probs.shape[3]
     size = probs.shape[1]
-    for n in range(probs.shape[0]):
-        y0 = ys[n]
-        x0 = xs[n]
-        for i in range(size):
+    for y in prange(acc.shape[1]):
+        for n in range(probs.shape[0]):
+            i = y - ys[n]
+            if i < 0 or i >= size:
+                continue
+            x0 = xs[n]
             for j in range(size):
                 wgt = weight[i, j]
                 for c in range(k):
-                    acc[c, y0 + i, x0 + j] += wgt * probs[n, i, j, c]
-                acc[k, y0 + i, x0 + j] += wgt
+                    acc[c, y, x0 + j] += wgt * probs[n, i, j, c]
+                acc[k, y, x0 + j] += wgt
 
 
 @njit(nogil=True, cache=True, parallel=True)
@@ -97,7 +117,7 @@ def finalize(
     want_probs: bool,
     want_conf: bool,
 ) -> None:
-    """Blended sums (K + 1, H, W) -> argmax classes (H, W) uint8 and optional uint8 bands.
+    """Blended sums (K + 1, >=H, >=W) -> argmax classes (H, W) uint8 and optional uint8 bands.
 
     Pixels that are invalid or received no weight get NODATA_CLASS (and 255 in scaled bands).
     """
@@ -128,6 +148,14 @@ def finalize(
                 confidence[y, x] = np.uint8(min(best_v / wsum, 1.0) * PROB_SCALE + 0.5)
 
 
+def reference_mask(block, nodata, use_nodata):
+    """NumPy definition of :func:`mask_nodata` (returns valid)."""
+    bad = np.isnan(block).any(0)
+    if use_nodata:
+        bad |= (block == nodata).any(0)
+    return ~bad
+
+
 def reference_pack(block, valid, ys, xs, size, mean, inv_std):
     """NumPy definition of :func:`pack_tiles` (returns out, counts)."""
     tiles = []
@@ -152,7 +180,14 @@ def reference_blend(probs, ys, xs, weight, shape):
 
 
 def reference_finalize(acc, valid):
-    """NumPy definition of the class band of :func:`finalize`."""
+    """NumPy definition of :func:`finalize`: (classes, probabilities, confidence) as uint8."""
+    wsum = acc[-1]
+    bad = ~valid | (wsum <= 0)
     classes = np.argmax(acc[:-1], axis=0).astype(np.uint8)
-    classes[~valid | (acc[-1] <= 0)] = NODATA_CLASS
-    return classes
+    share = np.minimum(acc[:-1] / np.where(bad, 1.0, wsum), 1.0)
+    probs = np.floor(share * PROB_SCALE + 0.5).astype(np.uint8)
+    conf = np.floor(share.max(0) * PROB_SCALE + 0.5).astype(np.uint8)
+    classes[bad] = NODATA_CLASS
+    probs[:, bad] = 255
+    conf[bad] = 255
+    return classes, probs, conf

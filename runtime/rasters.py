@@ -56,16 +56,25 @@ def input_nodata(src: rasterio.io.DatasetReader, spec: InputSpec) -> float | Non
     return src.nodata if src.nodata is not None else spec.nodata
 
 
-def read_padded(src: rasterio.io.DatasetReader, y0: int, x0: int, span: int) -> np.ndarray:
-    """Read a ``span``-square window at (y0, x0) as float32; outside the raster is NaN."""
-    out = np.full((src.count, span, span), np.nan, dtype=np.float32)
-    h = min(span, src.height - y0)
-    w = min(span, src.width - x0)
-    if h <= 0 or w <= 0:
+def read_padded(src: rasterio.io.DatasetReader, y0: int, x0: int, span: int,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """Read a ``span``-square window at (y0, x0) as (C, span, span) float32; outside the raster is NaN.
+
+    GDAL converts to float32 straight into ``out`` (reused between blocks when given), so no
+    per-block temporary arrays are created. This is the one reading seam of the runtime:
+    other inputs (e.g. multi-date stacks) only need to fill the same block layout.
+    """
+    if out is None:
+        out = np.empty((src.count, span, span), dtype=np.float32)
+    h = max(0, min(span, src.height - y0))
+    w = max(0, min(span, src.width - x0))
+    out[:, h:, :] = np.nan
+    out[:, :h, w:] = np.nan
+    if h == 0 or w == 0:
         return out
     window = Window(x0, y0, w, h)
     try:
-        out[:, :h, :w] = src.read(window=window, out_dtype=np.float32)
+        src.read(window=window, out=out[:, :h, :w])
     except (RasterioIOError, RasterioError) as exc:
         raise InputRasterError(
             f"failed to read {Path(src.name).name} at window col {x0} row {y0} size {w} x {h}: {exc}"
