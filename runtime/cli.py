@@ -86,7 +86,7 @@ def main(verbose: int, quiet: int) -> None:
 @click.argument("bundle", type=click.Path())
 @click.argument("input", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="Output class-map GeoTIFF (COG).")
-@click.option("--backend", type=click.Choice(["auto", "onnx", "keras"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "trt", "onnx", "keras"]), default="auto", show_default=True)
 @click.option("--tile", type=int, default=None, help="Tile size in px (default: the bundle's).")
 @click.option("--overlap", type=int, default=None, help="Tile overlap in px (default: the bundle's).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
