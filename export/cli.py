@@ -1,13 +1,9 @@
 """``lulc export``: write verified artefacts into a bundle."""
 from __future__ import annotations
 
-import logging
-
 import click
 
 from lulc.runtime.cli import handle_errors
-
-logger = logging.getLogger(__name__)
 
 TARGETS = ("onnx", "trt", "tfjs")
 
@@ -35,8 +31,7 @@ def export(bundle, target, opset, fp16, precision, max_batch):
         except BackendUnavailable as exc:
             if target != "all" or name != "trt":
                 raise
-            logger.warning("skipping TensorRT: %s", exc)
-            click.echo(f"trt: skipped ({exc})", err=True)
+            click.echo(f"warning: trt skipped: {exc}", err=True)
             continue
         for artifact, fig in results.items():
             click.echo(f"{artifact}: max abs diff {fig['max_abs_diff']:.2e}, argmax agreement "

@@ -115,7 +115,7 @@ def test_runtime_without_tensorrt_falls_back_and_refuses_clearly(bundle_copy):
 def test_target_all_writes_onnx_and_tfjs_and_skips_trt_with_a_warning(bundle_copy):
     result = CliRunner().invoke(main, ["export", "--target", "all", str(bundle_copy)])
     assert result.exit_code == 0, result.output
-    assert "trt: skipped (TensorRT is not installed" in result.output
+    assert "warning: trt skipped: TensorRT is not installed" in result.output
     artifacts = Bundle.load(bundle_copy).manifest.artifacts
     assert {"onnx", "tfjs"} <= set(artifacts) and "trt" not in artifacts
     assert "onnx: max abs diff" in result.output and "tfjs: max abs diff" in result.output
