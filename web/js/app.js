@@ -101,10 +101,19 @@ function wireInputs() {
   $('opacity').oninput = (e) => view.setOpacity(Number(e.target.value));
 }
 
+/** The page runs single-date segmentation on raw bands; say so instead of failing mid-run. */
+function checkBundle(m) {
+  if (m.task !== 'segmentation' || m.input.time_steps || m.input.derived?.length) {
+    throw new DemoError(`this ${m.task} bundle${m.input.derived?.length ? ` with derived ${m.input.derived.join(', ')}` : ''} `
+      + 'needs lulc-infer: the page runs single-date segmentation bundles on raw bands only');
+  }
+}
+
 async function start() {
   config = await (await fetch('demo.json')).json();
   bundleUrl = new URL(config.bundle, location.href).href;
   manifest = await (await fetch(new URL('bundle.json', bundleUrl))).json();
+  checkBundle(manifest);
   $('model').textContent = `${manifest.architecture}, ${manifest.input.bands.length} bands, ${manifest.classes.length} classes`;
   $('engine').replaceChildren(...config.engines.map((e) => new Option(e === 'tfjs' ? 'TF.js' : 'ONNX Runtime Web', e)));
   $('engine').value = params.get('engine') ?? config.engines[0];

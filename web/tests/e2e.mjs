@@ -27,6 +27,8 @@ try {
 
   await page.goto(`${url}?engine=${engine}&backend=${backend}`);
   await until(['ready', 'error']);
+  const start = await page.evaluate(() => window.lulcDemo);
+  if (start.state !== 'ready') throw new Error(`the page did not start: ${start.message}`);
   await page.click('#sample');
   await until(['done', 'error']);
   const result = await page.evaluate(() => {
