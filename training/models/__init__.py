@@ -16,6 +16,10 @@ ARCHITECTURES: dict[str, tuple[str, str, str]] = {
     "scene-cnn": ("lulc.training.models.scene_cnn", "build_scene_cnn", "scene"),
     "scene-vgg16": ("lulc.training.models.scene_vgg16", "build_scene_vgg16", "scene"),
     "scene-densenet121": ("lulc.training.models.scene_densenet121", "build_scene_densenet121", "scene"),
+    # temporal models read (N, H, W, T*C) date-major stacks; train them with `lulc train-temporal`
+    "pixel-lstm": ("lulc.training.models.pixel_lstm", "build_pixel_lstm", "pixel-series"),
+    "mtlcc": ("lulc.training.models.mtlcc", "build_mtlcc", "temporal-segmentation"),
+    "fcn-convlstm": ("lulc.training.models.fcn_convlstm", "build_fcn_convlstm", "temporal-segmentation"),
 }
 
 

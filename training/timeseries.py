@@ -1,0 +1,258 @@
+"""Temporal training: a ``lulc stack`` + labels -> pixel-lstm / mtlcc / fcn-convlstm bundle.
+
+Samples are cut by the same spatially blocked splitter as single-date training
+(:func:`lulc.training.data.extract_tiles`); only the reader differs: a date is missing
+for a pixel when any of its bands is nodata, missing dates become NaN (what the runtime
+feeds, see ``lulc.runtime.temporal_kernels``) and a pixel is usable if any date was
+observed. Normalisation statistics are per band, pooled over all observed dates, and
+repeated for every date, so a mostly cloudy date does not get statistics of its own.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lulc.runtime import __version__
+from lulc.runtime.bundle import SAMPLES, Bundle, now_iso
+from lulc.runtime.errors import LulcError
+from lulc.runtime.manifest import ClassInfo, InputSpec, Manifest, Normalization, TileSpec
+from lulc.runtime.temporal_kernels import reference_mask_dates
+from lulc.runtime.timestack import read_stack_info
+from lulc.training.data import SampleSpec, TileSet
+from lulc.training.labels import IGNORE
+from lulc.training.sources import RasterStack
+
+logger = logging.getLogger(__name__)
+
+TEMPORAL_ARCHS = ("pixel-lstm", "mtlcc", "fcn-convlstm")
+
+
+@dataclass
+class TemporalConfig:
+    stack: str
+    labels: str
+    output: str
+    arch: str = "mtlcc"
+    label_column: str = "class"
+    classes: str | None = None
+    epochs: int = 10
+    tile: int = 24  # MTLCC's tile size
+    stride: int | None = None
+    split_block: int | None = None
+    seed: int = 0
+    batch_size: int = 4  # MTLCC's batch size
+    learning_rate: float = 1e-3
+    patience: int = 5
+    infer_tile: int = 64
+    infer_overlap: int = 8
+    sequence: str = "fixed"  # or "random": a random sorted subset of dates per batch
+    sequence_length: int | None = None
+    init_from: str | None = None  # a single-date unet bundle for the fcn-convlstm encoder
+    mask_unstable_water: str | None = None  # "GREEN,NIR" band names for the NDWI
+    water_threshold: float = 0.0
+    compare_single_date: bool = False
+    overwrite: bool = False
+    model_options: dict = field(default_factory=dict)
+
+
+class TemporalStack(RasterStack):
+    """A ``lulc stack`` read as the runtime reads it: NaN on missing dates, valid if any date."""
+
+    def __init__(self, path: str):
+        self.info = read_stack_info(path)
+        super().__init__([str(self.info.path)])
+
+    def read(self, window):
+        raw, _ = super().read(window)
+        return reference_mask_dates(raw, self.nodata, len(self.info.bands))
+
+
+def band_stats(x: np.ndarray, bands: int, time_steps: int) -> Normalization:
+    """Per band mean/std over all observed values of all dates, repeated for each date."""
+    per_band = x.reshape(-1, bands)
+    per_band = per_band[~np.isnan(per_band).any(axis=1)].astype(np.float64)
+    if not len(per_band):
+        raise LulcError("the training split has no observed pixel on any date; check the stack's nodata and masks")
+    mean, std = per_band.mean(axis=0), np.maximum(per_band.std(axis=0), 1e-6)
+    p1, p99 = np.percentile(per_band, [1, 99], axis=0)
+    rep = lambda v: np.tile(v, time_steps).tolist()  # noqa: E731
+    return Normalization(mean=rep(mean), std=rep(std), p1=rep(p1), p99=rep(p99))
+
+
+def unstable_water(x: np.ndarray, bands: list[str], water_bands: list[str], threshold: float) -> np.ndarray:
+    """(N, H, W) True where the NDWI (a - b) / (a + b) crosses ``threshold`` across observed dates.
+
+    The change-detection paper excluded such shoreline pixels: their label is right for
+    some dates and wrong for others, which teaches the model noise.
+    """
+    missing = [b for b in water_bands if b not in bands]
+    if len(water_bands) != 2 or missing:
+        raise LulcError(f"--mask-unstable-water needs two of the stack's bands ({', '.join(bands)}), e.g. green,nir")
+    seq = x.reshape(*x.shape[:3], -1, len(bands))
+    a, b = seq[..., bands.index(water_bands[0])], seq[..., bands.index(water_bands[1])]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ndwi = (a - b) / (a + b)
+    seen = ~np.isnan(ndwi)
+    return ((ndwi > threshold) & seen).any(axis=-1) & ((ndwi <= threshold) & seen).any(axis=-1)
+
+
+def random_dates(ds, time_steps: int, bands: int, length: int):
+    """Per batch, hide all but a random sorted subset of ``length`` dates (as missing, NaN).
+
+    The change-detection paper drew sequences at random from a pool of dates per batch; with a
+    fixed-T model the same is done by masking, which the recurrent cells already skip.
+    """
+    import tensorflow as tf
+
+    def drop(x, y, w):
+        keep = tf.argsort(tf.random.uniform((time_steps,)))[:length]
+        keep = tf.repeat(tf.reduce_sum(tf.one_hot(keep, time_steps), axis=0) > 0, bands)
+        return tf.where(keep, x, tf.constant(np.nan, x.dtype)), y, w
+
+    return ds.map(drop)
+
+
+def _samples(cfg: TemporalConfig, stack: TemporalStack, work: Path) -> tuple[TileSet, list[dict]]:
+    from lulc.training.data import extract_tiles
+    from lulc.training.labels import prepare_labels
+    from lulc.training.sources import open_raster
+
+    labels, classes = prepare_labels(cfg.labels, stack, work, cfg.label_column, cfg.classes)
+    spec = SampleSpec(tile=cfg.tile, stride=cfg.stride or cfg.tile // 2, split_block=cfg.split_block or 2 * cfg.tile,
+                      seed=cfg.seed, ignore=IGNORE)
+    with open_raster(labels, "label raster") as lab, np.errstate(invalid="ignore"):
+        tiles, _ = extract_tiles(stack, lab, spec)  # its pooled statistics ignore dates; see band_stats
+    return tiles, classes
+
+
+def _build(cfg: TemporalConfig, channels: int, k: int, time_steps: int):
+    from lulc.training.models import build_model
+
+    try:
+        model = build_model(cfg.arch, channels, k, time_steps=time_steps, **cfg.model_options)
+    except (ValueError, TypeError) as exc:
+        raise LulcError(f"cannot build {cfg.arch}: {exc}") from None
+    record = {}
+    if cfg.init_from:
+        if cfg.arch != "fcn-convlstm":
+            raise LulcError("--init-from starts the fcn-convlstm encoder from a unet bundle; other archs have no encoder")
+        from lulc.runtime.backends.keras_backend import load_keras_model
+        from lulc.training.models.fcn_convlstm import init_encoder_from
+
+        source = Bundle.load(cfg.init_from)
+        copied = init_encoder_from(model, load_keras_model(source))
+        if not copied:
+            raise LulcError(f"{cfg.init_from} shares no encoder layer with this model (same bands, depth and width?)")
+        record = {"bundle": str(Path(cfg.init_from).resolve()), "fingerprint": source.fingerprint(), "layers": copied}
+    return model, record
+
+
+def _fit(cfg: TemporalConfig, model, tiles: TileSet, staging: Path, time_steps: int, bands: int, select=None):
+    from lulc.training.dataset import make_dataset
+    from lulc.training.fit import fit
+
+    train_ds = make_dataset(tiles.part("train"), cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed)
+    if cfg.sequence == "random" and select is None:
+        train_ds = random_dates(train_ds, time_steps, bands, cfg.sequence_length or max(1, time_steps // 2))
+    val_ds = make_dataset(tiles.part("val"), cfg.batch_size)
+    fingerprint = f"{cfg.arch}-{cfg.seed}-{select}"
+    return fit(model, train_ds, val_ds, cfg.epochs, cfg.learning_rate, staging / "checkpoint" / str(select),
+               staging / "logs", fingerprint, cfg.patience, False)
+
+
+def single_date_baseline(cfg: TemporalConfig, tiles: TileSet, names: list[str], bands: int, staging: Path,
+                         dates: list[str]) -> dict:
+    """Test metrics of a U-Net trained on one date of the same samples and split.
+
+    The date is the one with the most observed training pixels (ties: the earlier), so the
+    baseline gets its best-observed scene; its cloudy pixels are unlabeled, as they would be.
+    """
+    from lulc.training.evaluate import evaluate_tiles
+    from lulc.training.models import build_model
+
+    train = tiles.part("train")
+    seen = ~np.isnan(train.x.reshape(*train.x.shape[:3], -1, bands)).any(axis=-1)
+    t = int(seen.sum(axis=(0, 1, 2)).argmax())
+    x = tiles.x[..., t * bands : (t + 1) * bands]
+    valid = ~np.isnan(x).any(axis=-1)
+    one = TileSet(np.nan_to_num(x), tiles.y, valid, tiles.split, tiles.split_record)
+    model = build_model("unet", bands, len(names), depth=2, width=16)
+    model, _ = _fit(cfg, model, one, staging, 1, bands, select=t)
+    metrics = evaluate_tiles(model, one.part("test"), names, "segmentation")
+    return {"date": dates[t], "metrics": metrics}
+
+
+def train_temporal(cfg: TemporalConfig) -> Bundle:
+    """Train a temporal model on a stack and write a complete, evaluated bundle."""
+    import keras
+
+    from lulc.training.evaluate import evaluate_tiles, write_evaluation
+    from lulc.training.models import task_of
+    from lulc.training.models.recurrent import MISSING_DATES, RECURRENCE
+    from lulc.training.train import _deterministic, _stage
+
+    if cfg.arch not in TEMPORAL_ARCHS:
+        raise LulcError(f"unknown temporal --arch {cfg.arch}; choose one of {', '.join(TEMPORAL_ARCHS)}")
+    if cfg.sequence not in ("fixed", "random"):
+        raise LulcError(f"--sequence must be fixed or random, not {cfg.sequence}")
+    output = Path(cfg.output)
+    staging = _stage(output, cfg.overwrite, False)
+    t0 = time.time()
+    with TemporalStack(cfg.stack) as stack:
+        info, dtype, nodata = stack.info, stack.dtype, stack.nodata
+        tiles, classes = _samples(cfg, stack, staging)
+    names, bands, steps = [c["name"] for c in classes], len(info.bands), len(info.dates)
+    water = None
+    if cfg.mask_unstable_water:
+        unstable = unstable_water(tiles.x, info.bands, cfg.mask_unstable_water.split(","), cfg.water_threshold)
+        water = {"bands": cfg.mask_unstable_water, "threshold": cfg.water_threshold,
+                 "labels_ignored": int((unstable & (tiles.y != IGNORE)).sum())}
+        tiles.y[unstable] = IGNORE
+    norm = band_stats(tiles.part("train").x, bands, steps)
+    tiles.x = ((tiles.x - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)).astype(np.float32)
+
+    _deterministic(cfg.seed)
+    model, init = _build(cfg, len(info.channels), len(classes), steps)
+    divisor = getattr(model, "divisor", 1)
+    if cfg.tile % divisor or cfg.infer_tile % divisor:
+        raise LulcError(f"--tile and --infer-tile must be multiples of {divisor} for {cfg.arch}")
+    model, state = _fit(cfg, model, tiles, staging, steps, bands)
+    test = tiles.part("test")
+    metrics = evaluate_tiles(model, test, names, "segmentation")
+    baseline = single_date_baseline(cfg, tiles, names, bands, staging, info.dates) if cfg.compare_single_date else None
+    model.save(staging / "model.keras")
+    np.savez_compressed(staging / SAMPLES, x=test.x[:8], y=test.y[:8])
+
+    manifest = Manifest(
+        task=task_of(cfg.arch), architecture=cfg.arch,
+        input=InputSpec(bands=info.channels, dtype=dtype, nodata=nodata, time_steps=steps, dates=info.dates),
+        normalization=norm,
+        tile=TileSpec(size=cfg.infer_tile, overlap=0 if cfg.arch == "pixel-lstm" else cfg.infer_overlap, divisor=divisor),
+        classes=[ClassInfo(**c) for c in classes], ignore_index=IGNORE,
+        provenance={
+            "lulc_version": __version__, "created": now_iso(), "config": asdict(cfg),
+            "data": {"stack": str(info.path.resolve()), "labels": str(Path(cfg.labels).resolve())},
+            "temporal": {"bands_per_date": info.bands, "time_steps": steps, "recurrence": RECURRENCE,
+                         "missing_dates": MISSING_DATES, "sequence": cfg.sequence, "init_from": init or None,
+                         "unstable_water": water},
+            "split": tiles.split_record, "history": state["history"], "epochs_run": state["epoch"],
+            "metrics": {"test": metrics, **({"single_date_unet": baseline} if baseline else {})},
+            "train_seconds": round(time.time() - t0, 1), "keras_version": keras.__version__,
+        },
+    )
+    bundle = Bundle(staging, manifest)
+    bundle.save()
+    bundle.add_artifact("keras", staging / "model.keras", "keras")
+    bundle.add_artifact("samples", staging / SAMPLES, "npz", details={"split": "test", "tiles": int(min(8, len(test)))})
+    write_evaluation(metrics, staging, bundle)
+    shutil.rmtree(staging / "checkpoint", ignore_errors=True)
+    if output.exists():
+        shutil.rmtree(output)
+    os.replace(staging, output)
+    return Bundle.load(output)
