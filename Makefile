@@ -6,7 +6,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= out/demo
-EPOCHS ?= 8
+EPOCHS ?= 30
 
 .PHONY: demo test venv clean system-deps
 
@@ -28,9 +28,13 @@ system-deps:
 	@command -v npm >/dev/null || $(APT) install -y -q npm
 	@test -x /usr/bin/chromium || { $(APT) update -q && $(APT) install -y -q chromium; }
 
-$(VENV)/.installed: pyproject.toml web/package-lock.json | $(BIN)/python system-deps
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[train,export,dev]'
 	$(BIN)/pip install --quiet --no-deps $(TFJS_CONVERTER)
+	touch $@
+
+# What only the tests need beyond the Python stack: Node packages and Chromium.
+web/node_modules/.installed: web/package-lock.json | system-deps
 	npm ci --prefix web --ignore-scripts --no-audit --no-fund
 	touch $@
 
@@ -45,7 +49,7 @@ demo: venv
 		--quicklook $(DEMO)/landcover.png --overwrite
 	@$(BIN)/python -m lulc.training.report $(DEMO)/bundle $(DEMO)/landcover.tif $(DEMO)/landcover.png
 
-test: venv
+test: venv web/node_modules/.installed
 	$(BIN)/python -m pytest -q
 
 clean:
