@@ -82,7 +82,7 @@ class Bundle:
         """Path of a recorded artefact; a missing or altered file is a clear error."""
         art = self.manifest.artifacts.get(name)
         if art is None:
-            hint = {"onnx": "lulc export --target onnx", "tfjs": "lulc export --target tfjs"}.get(name, "lulc export")
+            hint = {"onnx": "lulc export --target onnx", "tfjs": "lulc export --target tfjs", "trt": "lulc export --target trt"}.get(name, "lulc export")
             raise BundleError(f"bundle {self.root} has no '{name}' artefact (create it with `{hint} {self.root}`)")
         path = self.root / art.path
         if not path.exists():
