@@ -21,6 +21,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from lulc.runtime import kernels
+from lulc.runtime.temporal_kernels import kernels_for
 from lulc.runtime.backends import Session, prepare
 from lulc.runtime.bundle import Bundle
 from lulc.runtime.errors import InputRasterError
@@ -103,10 +104,11 @@ class _Resume:
 class _Slot:
     """Buffers for one block in flight, reused block after block (no per-block allocation)."""
 
-    raw: np.ndarray  # (C, span, span) float32, NaN outside the raster
-    valid: np.ndarray  # (span, span) bool
-    packed: np.ndarray  # (tiles, T, T, C) float32 model input
-    counts: np.ndarray  # valid pixels per tile
+    raw_host: np.ndarray  # (C, span, span) float32 as read, NaN outside the raster
+    raw: object  # the same block where the kernels run (the host array itself on CPU)
+    valid: object  # (span, span) bool
+    packed: object  # (tiles, T, T, C) float32 model input
+    counts: object  # valid pixels per tile
 
 
 def auto_batch(tile: int) -> int:
@@ -115,85 +117,107 @@ def auto_batch(tile: int) -> int:
     return max(1, round(2**18 / tile**2))
 
 
+def batch_runs(live: np.ndarray, batch: int):
+    """(start, stop) slices of consecutive live tiles, at most ``batch`` long: the model gets
+    views of the packed buffer (host or device), never gathered copies."""
+    start = 0
+    while start < len(live):
+        stop = start + 1
+        while stop < len(live) and stop - start < batch and live[stop] == live[stop - 1] + 1:
+            stop += 1
+        yield int(live[start]), int(live[stop - 1]) + 1
+        start = stop
+
+
 class _BlockRunner:
-    """Per-block compute: read+pack (reader thread), model+blend (caller), finalize (writer)."""
+    """Per-block work: read + pack (reader thread), model + blend + finalize (caller).
+
+    Buffers live where the session wants its input: host memory, or CUDA device memory when
+    the session takes device arrays (``device_io``); the kernels follow the arrays.
+    """
 
     def __init__(self, bundle: Bundle, session: Session, grid: TileGrid, opts: InferOptions, nodata, bands: int):
         m = bundle.manifest
+        if getattr(session, "device_io", False):
+            from lulc.runtime import cuda_kernels as mem
+        else:
+            mem = kernels
         self.session = session
         self.grid = grid
         self.opts = opts
         self.batch = opts.batch_size or auto_batch(grid.size)
         self.nodata = np.nan if nodata is None else float(nodata)
         self.use_nodata = nodata is not None
-        self.mean = np.asarray(m.normalization.mean, dtype=np.float32)
-        self.inv_std = (1.0 / np.maximum(np.asarray(m.normalization.std, dtype=np.float32), 1e-6)).astype(np.float32)
+        mean = np.asarray(m.normalization.mean, dtype=np.float32)
+        inv_std = (1.0 / np.maximum(np.asarray(m.normalization.std, dtype=np.float32), 1e-6)).astype(np.float32)
         self.k = len(m.classes)
-        self.weight = blend_weights(grid.size, grid.overlap)
         span, ov, size, n = grid.acc_span, grid.overlap, grid.size, grid.tiles_per_block**2
-        self.slots = [_Slot(np.empty((bands, span, span), np.float32), np.empty((span, span), np.bool_),
-                            np.empty((n, size, size, bands), np.float32), np.empty(n, np.int64)) for _ in range(2)]
-        # two accumulators: the writer finalises one while the model blends into the other
-        self.accs = [np.empty((self.k + 1, span, span), dtype=np.float32) for _ in range(2)]
-        self.pending = np.zeros((self.k + 1, ov, grid.width + span), dtype=np.float32)
-        self.left = np.zeros((self.k + 1, span, ov), dtype=np.float32)
+        self.slots = []
+        for _ in range(2):  # the reader fills one while the model works on the other
+            host = np.empty((bands, span, span), np.float32)
+            raw = host if mem is kernels else mem.empty(host.shape, np.float32)
+            self.slots.append(_Slot(host, raw, mem.empty((span, span), np.bool_),
+                                    mem.empty((n, size, size, bands), np.float32), mem.empty(n, np.int64)))
+        self.acc = mem.empty((self.k + 1, span, span), np.float32)
+        self.kx = kernels.for_array(self.acc)
+        self.mean, self.inv_std = mem.to_device(mean), mem.to_device(inv_std)
+        self.weight = mem.to_device(blend_weights(size, ov))
+        self.pending = mem.empty((self.k + 1, ov, grid.width + span), np.float32)
+        self.left = mem.empty((self.k + 1, span, ov), np.float32)
+        self.kx.zero(self.pending)
+        self.kx.zero(self.left)
         self.tiles_run = 0
         self.tiles_skipped = 0
 
     def prepare(self, src, block: Block, slot: _Slot) -> _Slot:
         """Read the block and pack its tiles (runs on the reader thread, beside the model)."""
-        raw = read_padded(src, block.y0, block.x0, self.grid.acc_span, slot.raw)
-        kernels.mask_nodata(raw, self.nodata, self.use_nodata, slot.valid)
+        kx = self.kx
+        read_padded(src, block.y0, block.x0, self.grid.acc_span, slot.raw_host)
+        kx.to_device(slot.raw_host, slot.raw)
+        kx.mask_nodata(slot.raw, self.nodata, self.use_nodata, slot.valid)
         n = len(block.tile_ys)
-        kernels.pack_tiles(raw, slot.valid, block.tile_ys, block.tile_xs, self.mean, self.inv_std,
-                           slot.packed[:n], slot.counts[:n])
+        kx.pack_tiles(slot.raw, slot.valid, block.tile_ys, block.tile_xs, self.mean, self.inv_std,
+                      slot.packed[:n], slot.counts[:n])
         return slot
 
-    def compute(self, block: Block, slot: _Slot, acc: np.ndarray) -> None:
+    def compute(self, block: Block, slot: _Slot) -> None:
         """Run the model on the block's live tiles and blend them, with the carried strips, into ``acc``."""
-        g, ov = self.grid, self.grid.overlap
-        acc.fill(0.0)
+        kx, acc, ov = self.kx, self.acc, self.grid.overlap
+        kx.zero(acc)
         n = len(block.tile_ys)
-        live = np.flatnonzero(slot.counts[:n] > 0)  # all-nodata tiles never reach the model
+        live = np.flatnonzero(kx.to_host(slot.counts[:n]) > 0)  # all-nodata tiles never reach the model
         self.tiles_skipped += n - len(live)
-        for start in range(0, len(live), self.batch):
-            idx = live[start : start + self.batch]
-            contiguous = idx[-1] - idx[0] == len(idx) - 1
-            batch = slot.packed[idx[0] : idx[-1] + 1] if contiguous else slot.packed[idx]
-            probs = self.session.run(batch)
-            kernels.blend_accumulate(probs, block.tile_ys[idx], block.tile_xs[idx], self.weight, acc)
-            self.tiles_run += len(idx)
-        # strips spilled into this block by its left and upper neighbours
-        if ov:
-            if block.col > 0:
-                acc[:, :, :ov] += self.left
-            x0 = block.x0
-            width = block.owned_w + ov
-            acc[:, :ov, :width] += self.pending[:, :, x0 : x0 + width]
-            self.pending[:, :, x0 : x0 + width] = 0.0
-            oh, ow = block.owned_h, block.owned_w
-            if not block.last_col:
-                self.left[:] = acc[:, :, ow : ow + ov]
-            if not block.last_row:
-                self.pending[:, :, x0 : x0 + ow] += acc[:, oh : oh + ov, :ow]
+        for a, b in batch_runs(live, self.batch):
+            probs = self.session.run(slot.packed[a:b])
+            kx.blend_accumulate(probs, block.tile_ys[a:b], block.tile_xs[a:b], self.weight, acc)
+            self.tiles_run += b - a
+        if not ov:
+            return
+        # strips spilled into this block by its left and upper neighbours, and its own spills
+        x0, oh, ow = block.x0, block.owned_h, block.owned_w
+        if block.col > 0:
+            kx.add_into(acc[:, :, :ov], self.left)
+        kx.add_into(acc[:, :ov, : ow + ov], self.pending[:, :, x0 : x0 + ow + ov])
+        kx.zero(self.pending[:, :, x0 : x0 + ow + ov])
+        if not block.last_col:
+            kx.copy_into(self.left, acc[:, :, ow : ow + ov])
+        if not block.last_row:
+            kx.add_into(self.pending[:, :, x0 : x0 + ow], acc[:, oh : oh + ov, :ow])
 
-    def finalize(self, block: Block, acc: np.ndarray, valid: np.ndarray) -> list[np.ndarray]:
-        oh, ow = block.owned_h, block.owned_w
-        classes = np.empty((oh, ow), dtype=np.uint8)
-        probs = np.empty((self.k, oh, ow) if self.opts.probabilities else (1, 1, 1), dtype=np.uint8)
-        conf = np.empty((oh, ow) if self.opts.confidence else (1, 1), dtype=np.uint8)
-        kernels.finalize(acc, valid, classes, probs, conf, self.opts.probabilities, self.opts.confidence)
-        bands = [classes]
-        if self.opts.probabilities:
-            bands += list(probs)
-        if self.opts.confidence:
-            bands.append(conf)
+    def finalize(self, block: Block, slot: _Slot) -> list[np.ndarray]:
+        """Class (and optional probability/confidence) bands of the block's owned area, on the host."""
+        oh, ow, kx = block.owned_h, block.owned_w, self.kx
+        want_p, want_c = self.opts.probabilities, self.opts.confidence
+        classes = kx.empty((oh, ow), np.uint8)
+        probs = kx.empty((self.k, oh, ow) if want_p else (1, 1, 1), np.uint8)
+        conf = kx.empty((oh, ow) if want_c else (1, 1), np.uint8)
+        kx.finalize(self.acc, slot.valid, classes, probs, conf, want_p, want_c)
+        bands = [kx.to_host(classes)]
+        if want_p:
+            bands += list(kx.to_host(probs))
+        if want_c:
+            bands.append(kx.to_host(conf))
         return bands
-
-
-def _finalize_and_write(runner: _BlockRunner, dst, block: Block, acc: np.ndarray, valid: np.ndarray) -> None:
-    bands = runner.finalize(block, acc, valid)
-    write_block(dst, Window(block.x0, block.y0, block.owned_w, block.owned_h), bands)
 
 
 def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike,
@@ -223,7 +247,7 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike, 
         if opts.resume:
             rows_done, pending = resume.load()
             if pending is not None:
-                runner.pending[:] = pending
+                runner.kx.to_device(pending, runner.pending)
                 logger.info("resuming after %d finished block rows", rows_done)
         else:
             resume.clear()
@@ -247,31 +271,26 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike, 
 
 def _stream(runner: _BlockRunner, src, dst, blocks: list[Block], reader, writer, resume: _Resume, bar, t0: float) -> None:
     """The pipeline: block i+1 is read and packed while block i runs and block i-1 is written."""
-    slots, accs = runner.slots, runner.accs
-    in_flight: list = [None, None]  # the write still using each accumulator
     row_writes = []
-    future = reader.submit(runner.prepare, src, blocks[0], slots[0]) if blocks else None
+    future = reader.submit(runner.prepare, src, blocks[0], runner.slots[0]) if blocks else None
     for i, block in enumerate(blocks):
         slot = future.result()
         if i + 1 < len(blocks):
-            future = reader.submit(runner.prepare, src, blocks[i + 1], slots[(i + 1) % 2])
-        if in_flight[i % 2] is not None:
-            in_flight[i % 2].result()
-        acc = accs[i % 2]
+            # the other slot is free: its block (i - 1) was finalised in the last iteration
+            future = reader.submit(runner.prepare, src, blocks[i + 1], runner.slots[(i + 1) % 2])
         try:
-            runner.compute(block, slot, acc)
+            runner.compute(block, slot)
+            bands = runner.finalize(block, slot)
         except BaseException:
             future.cancel()
             raise
-        # the valid mask is copied: the reader reuses this slot two blocks later
-        valid = slot.valid[: block.owned_h, : block.owned_w].copy()
-        in_flight[i % 2] = writer.submit(_finalize_and_write, runner, dst, block, acc, valid)
-        row_writes.append(in_flight[i % 2])
+        window = Window(block.x0, block.y0, block.owned_w, block.owned_h)
+        row_writes.append(writer.submit(write_block, dst, window, bands))
         if block.last_col:
             for w in row_writes:
                 w.result()
             row_writes.clear()
-            resume.save(block.row + 1, runner.pending)
+            resume.save(block.row + 1, runner.kx.to_host(runner.pending))
         done_px = (block.y0 + block.owned_h) * src.width
         bar.set_postfix(mpix_s=f"{done_px / 1e6 / max(time.perf_counter() - t0, 1e-9):.2f}")
         bar.update(1)

@@ -191,3 +191,33 @@ def reference_finalize(acc, valid):
     probs[:, bad] = 255
     conf[bad] = 255
     return classes, probs, conf
+
+
+# ---- buffer helpers, named as in the CUDA twin so the runtime never branches on the device --
+
+def add_into(dst: np.ndarray, src: np.ndarray) -> None:
+    np.add(dst, src, out=dst)
+
+
+def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
+    np.copyto(dst, src)
+
+
+def zero(dst: np.ndarray) -> None:
+    dst.fill(0)
+
+
+def empty(shape, dtype) -> np.ndarray:
+    return np.empty(shape, dtype=dtype)
+
+
+def to_device(host: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Host 'device' is the host: the array itself, or a copy into ``out``."""
+    if out is None or out is host:
+        return host
+    np.copyto(out, host)
+    return out
+
+
+def to_host(array: np.ndarray) -> np.ndarray:
+    return array

@@ -1,0 +1,240 @@
+"""Benchmark lulc-infer against the seed-style baseline and the backend's own limit.
+
+For each raster size (synthetic, bands and model from a bundle) every case runs in its own
+subprocess, so its peak RSS (``getrusage`` in that process) is its own. Throughput is MPix of *output* per
+second of the case's timed work (model load + read + inference + write; interpreter start-up
+and imports excluded, so TensorFlow's import time does not penalise the baseline):
+
+* ``baseline``: what the source projects did, a Python loop calling Keras ``model.predict``
+  on each tile (bundle tile size, no overlap), stitched into a numpy array, written as GTiff;
+* ``infer``: the ``lulc-infer`` command itself (``--json`` summary seconds);
+* ``limit``: the same backend session on the same number of tiles of the same grid (tile,
+  overlap, batch), pre-packed in memory: no I/O, no blending, no writing.
+
+Usage: ``python benchmarks/infer_bench.py out/bundle --sizes 1024 4096 -o out/bench``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic import write_synthetic  # noqa: E402
+
+DEFAULT_SIZES = (1024, 4096, 16384)
+
+
+# ---- cases (each runs inside its own subprocess) -------------------------------------------
+
+def case_baseline(bundle_dir: str, raster: str, out: str) -> dict:
+    """Seed style: whole-tile ``model.predict`` calls, no overlap, numpy stitching."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from lulc.runtime.backends.keras_backend import load_keras_model
+    from lulc.runtime.bundle import Bundle
+
+    t0 = time.perf_counter()
+    bundle = Bundle.load(bundle_dir)
+    m = bundle.manifest
+    model = load_keras_model(bundle)
+    mean = np.asarray(m.normalization.mean, np.float32)
+    std = np.asarray(m.normalization.std, np.float32)
+    t = m.tile.size
+    with rasterio.open(raster) as src:
+        classes = np.zeros((src.height, src.width), np.uint8)
+        for y in range(0, src.height, t):
+            for x in range(0, src.width, t):
+                h, w = min(t, src.height - y), min(t, src.width - x)
+                tile = np.zeros((t, t, src.count), np.float32)
+                tile[:h, :w] = src.read(window=Window(x, y, w, h)).transpose(1, 2, 0)
+                probs = model.predict(((tile - mean) / std)[None], verbose=0)[0]
+                classes[y : y + h, x : x + w] = probs[:h, :w].argmax(-1)
+        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
+                   "crs": src.crs, "transform": src.transform}
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(classes, 1)
+    return {"seconds": time.perf_counter() - t0, "pixels": int(classes.size), "device": "keras.predict"}
+
+
+def case_infer(bundle_dir: str, raster: str, out: str, backend: str) -> dict:
+    """The real command line, in this subprocess (so wait4 sees its memory)."""
+    from click.testing import CliRunner
+
+    from lulc.runtime.cli import main
+
+    res = CliRunner().invoke(main, ["infer", bundle_dir, raster, "-o", out, "--backend", backend, "--overwrite",
+                                    "--json", "--no-progress"], catch_exceptions=False)
+    if res.exit_code:
+        raise SystemExit(res.output)
+    summary = json.loads(res.stdout[res.stdout.index("{"):])
+    return {"seconds": summary["seconds"], "pixels": summary["pixels"], "device": summary["device"]}
+
+
+def case_limit(bundle_dir: str, raster: str, backend: str) -> dict:
+    """The backend alone: the grid's tile count through ``session.run`` on pre-packed tiles."""
+    import rasterio
+
+    from lulc.runtime.backends import prepare
+    from lulc.runtime.bundle import Bundle
+    from lulc.runtime.infer import InferOptions, _BlockRunner, auto_batch
+    from lulc.runtime.tiling import make_grid
+
+    bundle = Bundle.load(bundle_dir)
+    m = bundle.manifest
+    opts = InferOptions(backend=backend)
+    with rasterio.open(raster) as src:
+        grid = make_grid(src.height, src.width, m.tile.size, m.tile.overlap, opts.block_px)
+        total = sum(len(b.tile_ys) for b in grid.blocks())
+        session = prepare(bundle, backend)
+        runner = _BlockRunner(bundle, session, grid, opts, src.nodata, src.count)
+        first = grid.block(0, 0)
+        pool = runner.prepare(src, first, runner.slots[0]).packed[: len(first.tile_ys)]
+        pixels = src.width * src.height
+    batch = auto_batch(m.tile.size)
+    batches = [pool[i : i + batch] for i in range(0, len(pool), batch)]
+    session.run(batches[0])  # warm-up (lulc-infer pays its first call too, but inside a longer run)
+    done, i = 0, 0
+    t0 = time.perf_counter()
+    while done < total:
+        b = batches[i % len(batches)][: total - done]
+        session.run(b)
+        done += len(b)
+        i += 1
+    return {"seconds": time.perf_counter() - t0, "pixels": pixels, "device": session.device}
+
+
+# ---- driver ---------------------------------------------------------------------------------
+
+def cases_here() -> list[tuple[str, str, dict]]:
+    """(label, case, extra args/env): the CPU trio plus every GPU backend this machine really has."""
+    cases = [("seed baseline (keras predict per tile)", "baseline", {}),
+             ("lulc-infer onnx CPU", "infer", {"backend": "onnx"}),
+             ("onnx backend limit", "limit", {"backend": "onnx"})]
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        cases += [("lulc-infer onnx CUDA", "infer", {"backend": "onnx"}), ("onnx CUDA limit", "limit", {"backend": "onnx"})]
+    if _has_jax_gpu():
+        env = {"KERAS_BACKEND": "jax"}
+        cases += [("lulc-infer keras/jax GPU", "infer", {"backend": "keras", "env": env}),
+                  ("keras/jax GPU limit", "limit", {"backend": "keras", "env": env})]
+    return cases
+
+
+def _has_jax_gpu() -> bool:
+    try:
+        import jax
+    except ImportError:
+        return False
+    return any(d.platform == "gpu" for d in jax.devices())
+
+
+def run_case(case: str, bundle: str, raster: Path, work: Path, extra: dict) -> dict:
+    """Run one case in a fresh interpreter, which reports its own timing and peak RSS."""
+    argv = [sys.executable, __file__, "--case", case, bundle, "--raster", str(raster), "-o", str(work)]
+    if "backend" in extra:
+        argv += ["--backend", extra["backend"]]
+    env = {**os.environ, **extra.get("env", {})}
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, env=env, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"case {case} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["wall_s"] = round(time.perf_counter() - t0, 2)
+    result["peak_rss_mb"] = round(result.pop("peak_rss_kb") / 1024, 1)
+    return result
+
+
+def run_bench(bundle: str, sizes: list[int], out: Path, baseline_max: int) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for size in sizes:
+        raster = out / f"synthetic_{size}.tif"
+        if not raster.exists():
+            write_synthetic(raster, size, bundle)
+        for label, case, extra in cases_here():
+            if case == "baseline" and size > baseline_max:
+                continue
+            r = run_case(case, bundle, raster, out / f"{case}_{size}.tif", extra)
+            r.update(size=size, case=label, mpix_per_s=round(r["pixels"] / 1e6 / r["seconds"], 3),
+                     seconds=round(r["seconds"], 2))
+            rows.append(r)
+            print(f"{size:>6} px  {label:<40} {r['mpix_per_s']:7.2f} MPix/s  {r['peak_rss_mb']:7.0f} MB", flush=True)
+        raster.unlink()
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| size (px²) | case | seconds | MPix/s | peak RSS (MB) | × limit | × baseline |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        same = [o for o in rows if o["size"] == r["size"]]
+        limit = next((o for o in same if o["case"].endswith("limit") and o["device"] == r["device"]), None)
+        base = next((o for o in same if o["case"].startswith("seed")), None)
+        vs_limit = f"{r['mpix_per_s'] / limit['mpix_per_s']:.2f}" if limit and r["case"].startswith("lulc") else ""
+        vs_base = f"{r['mpix_per_s'] / base['mpix_per_s']:.1f}" if base and r is not base else ""
+        lines.append(f"| {r['size']} | {r['case']} | {r['seconds']} | {r['mpix_per_s']:.2f} | {r['peak_rss_mb']:.0f} "
+                     f"| {vs_limit} | {vs_base} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for label in dict.fromkeys(r["case"] for r in rows):
+        mine = [r for r in rows if r["case"] == label]
+        sizes = [r["size"] for r in mine]
+        ax1.plot(sizes, [r["mpix_per_s"] for r in mine], "o-", label=label)
+        ax2.plot(sizes, [r["peak_rss_mb"] for r in mine], "o-", label=label)
+    for ax, title in ((ax1, "throughput (MPix/s of output)"), (ax2, "peak RSS (MB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("raster side (px)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("bundle")
+    p.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
+    p.add_argument("-o", "--output", default="out/bench")
+    p.add_argument("--baseline-max", type=int, default=4096,
+                   help="Skip the (slow, whole-map-in-RAM) baseline above this size.")
+    p.add_argument("--case", choices=["baseline", "infer", "limit"], help=argparse.SUPPRESS)
+    p.add_argument("--raster", help=argparse.SUPPRESS)
+    p.add_argument("--backend", default="onnx", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.case:  # inside a case subprocess
+        import resource
+
+        result = {"baseline": lambda: case_baseline(a.bundle, a.raster, a.output),
+                  "infer": lambda: case_infer(a.bundle, a.raster, a.output, a.backend),
+                  "limit": lambda: case_limit(a.bundle, a.raster, a.backend)}[a.case]()
+        result["peak_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps(result))
+        return
+    out = Path(a.output)
+    rows = run_bench(a.bundle, sorted(a.sizes), out, a.baseline_max)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    (out / "results.md").write_text(markdown(rows))
+    plot(rows, out / "results.png")
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Numba CUDA twins of :mod:`lulc.runtime.kernels`, for device-resident blocks.
+
+Same names, signatures and results as the CPU kernels; :func:`lulc.runtime.kernels.for_array`
+picks this module for arrays exposing ``__cuda_array_interface__`` (Numba, CuPy, PyTorch,
+JAX via DLPack), so a block crosses PCIe once each way: raw bands in, class bands out. Every
+kernel maps one thread to one output element, so none needs atomics except the per-tile
+valid-pixel count. CI runs them under ``NUMBA_ENABLE_CUDASIM=1`` against the CPU kernels.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from lulc.runtime.kernels import NODATA_CLASS, PROB_SCALE
+
+_THREADS_2D = (16, 16)
+
+
+def _grid_2d(h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    ty, tx = _THREADS_2D
+    return (math.ceil(w / tx), math.ceil(h / ty)), (tx, ty)
+
+
+@cuda.jit
+def _mask(block, nodata, use_nodata, valid):
+    x, y = cuda.grid(2)
+    if y >= valid.shape[0] or x >= valid.shape[1]:
+        return
+    ok = True
+    for b in range(block.shape[0]):
+        v = block[b, y, x]
+        if math.isnan(v) or (use_nodata and v == nodata):
+            ok = False
+    valid[y, x] = ok
+
+
+def mask_nodata(block, nodata: float, use_nodata: bool, valid) -> None:
+    """Device twin of :func:`lulc.runtime.kernels.mask_nodata`."""
+    blocks, threads = _grid_2d(*valid.shape)
+    _mask[blocks, threads](block, np.float32(nodata), use_nodata, valid)
+
+
+@cuda.jit
+def _pack(block, valid, ys, xs, mean, inv_std, out, counts):
+    j, i, n = cuda.grid(3)
+    size = out.shape[1]
+    if n >= out.shape[0] or i >= size or j >= size:
+        return
+    y = ys[n] + i
+    x = xs[n] + j
+    if valid[y, x]:
+        cuda.atomic.add(counts, n, 1)
+        for b in range(out.shape[3]):
+            out[n, i, j, b] = (block[b, y, x] - mean[b]) * inv_std[b]
+    else:
+        for b in range(out.shape[3]):
+            out[n, i, j, b] = 0.0
+
+
+@cuda.jit
+def _zero_1d(a):
+    i = cuda.grid(1)
+    if i < a.shape[0]:
+        a[i] = 0
+
+
+def pack_tiles(block, valid, ys, xs, mean, inv_std, out, counts) -> None:
+    """Device twin of :func:`lulc.runtime.kernels.pack_tiles` (``ys``/``xs``/``mean``/``inv_std`` host or device)."""
+    n, size = out.shape[0], out.shape[1]
+    _zero_1d[math.ceil(n / 128), 128](counts)
+    ys, xs, mean, inv_std = (_on_device(a) for a in (ys, xs, mean, inv_std))
+    blocks = (math.ceil(size / 16), math.ceil(size / 16), n)
+    _pack[blocks, (16, 16, 1)](block, valid, ys, xs, mean, inv_std, out, counts)
+
+
+@cuda.jit
+def _blend(probs, ys, xs, weight, acc):
+    x, y = cuda.grid(2)
+    if y >= acc.shape[1] or x >= acc.shape[2]:
+        return
+    size = probs.shape[1]
+    k = probs.shape[3]
+    for n in range(probs.shape[0]):
+        i = y - ys[n]
+        j = x - xs[n]
+        if i < 0 or i >= size or j < 0 or j >= size:
+            continue
+        wgt = weight[i, j]
+        for c in range(k):
+            acc[c, y, x] += wgt * probs[n, i, j, c]
+        acc[k, y, x] += wgt
+
+
+def blend_accumulate(probs, ys, xs, weight, acc) -> None:
+    """Device twin of :func:`lulc.runtime.kernels.blend_accumulate`: one thread per accumulator pixel."""
+    blocks, threads = _grid_2d(acc.shape[1], acc.shape[2])
+    _blend[blocks, threads](probs, _on_device(ys), _on_device(xs), _on_device(weight), acc)
+
+
+@cuda.jit
+def _finalize(acc, valid, classes, probs, confidence, want_probs, want_conf):
+    x, y = cuda.grid(2)
+    if y >= classes.shape[0] or x >= classes.shape[1]:
+        return
+    k = acc.shape[0] - 1
+    wsum = acc[k, y, x]
+    if not valid[y, x] or wsum <= 0.0:
+        classes[y, x] = NODATA_CLASS
+        if want_probs:
+            for c in range(k):
+                probs[c, y, x] = 255
+        if want_conf:
+            confidence[y, x] = 255
+        return
+    best = 0
+    best_v = acc[0, y, x]
+    for c in range(1, k):
+        if acc[c, y, x] > best_v:
+            best_v = acc[c, y, x]
+            best = c
+    classes[y, x] = best
+    if want_probs:
+        for c in range(k):
+            probs[c, y, x] = np.uint8(min(acc[c, y, x] / wsum, 1.0) * PROB_SCALE + 0.5)
+    if want_conf:
+        confidence[y, x] = np.uint8(min(best_v / wsum, 1.0) * PROB_SCALE + 0.5)
+
+
+def finalize(acc, valid, classes, probs, confidence, want_probs: bool, want_conf: bool) -> None:
+    """Device twin of :func:`lulc.runtime.kernels.finalize`."""
+    blocks, threads = _grid_2d(*classes.shape)
+    _finalize[blocks, threads](acc, valid, classes, probs, confidence, want_probs, want_conf)
+
+
+# ---- buffer helpers: the runtime's few whole-array operations, on device -------------------
+
+@cuda.jit
+def _axpy3(dst, src, scale, keep):
+    x, y, c = cuda.grid(3)
+    if c < dst.shape[0] and y < dst.shape[1] and x < dst.shape[2]:
+        dst[c, y, x] = keep * dst[c, y, x] + scale * src[c, y, x]
+
+
+def _launch3(dst, src, scale: float, keep: float) -> None:
+    c, h, w = dst.shape
+    _axpy3[(math.ceil(w / 16), math.ceil(h / 16), c), (16, 16, 1)](dst, src, np.float32(scale), np.float32(keep))
+
+
+def add_into(dst, src) -> None:
+    """dst += src for (C, H, W) float32 device arrays (views allowed)."""
+    _launch3(dst, src, 1.0, 1.0)
+
+
+def copy_into(dst, src) -> None:
+    """dst[...] = src."""
+    _launch3(dst, src, 1.0, 0.0)
+
+
+def zero(dst) -> None:
+    """dst[...] = 0."""
+    _launch3(dst, dst, 0.0, 0.0)
+
+
+def empty(shape, dtype):
+    return cuda.device_array(shape, dtype=dtype)
+
+
+def to_device(host: np.ndarray, out=None):
+    """Copy a host array into ``out`` (a preallocated device buffer) or a new one."""
+    if out is None:
+        return cuda.to_device(host)
+    out.copy_to_device(host)
+    return out
+
+
+def to_host(array) -> np.ndarray:
+    return array.copy_to_host()
+
+
+def _on_device(a):
+    return a if cuda.is_cuda_array(a) else cuda.to_device(np.ascontiguousarray(a))
