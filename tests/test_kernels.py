@@ -1,0 +1,85 @@
+"""CPU kernels against their NumPy definitions, on blocks with nodata, NaN and odd shapes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lulc.runtime import kernels
+from lulc.runtime.infer import batch_runs
+from lulc.runtime.tiling import blend_weights
+
+
+def random_block(rng, c=3, span=40):
+    block = rng.uniform(1, 100, (c, span, span)).astype(np.float32)
+    block[1, 3:9, 5:12] = 0.0  # nodata in one band only
+    block[:, 30:, 30:] = np.nan  # outside the raster
+    block[0, 0, 0] = np.nan
+    return block
+
+
+@pytest.mark.parametrize("use_nodata", [True, False])
+def test_mask_matches_reference(use_nodata):
+    block = random_block(np.random.default_rng(0))
+    valid = np.empty(block.shape[1:], np.bool_)
+    kernels.mask_nodata(block, 0.0, use_nodata, valid)
+    np.testing.assert_array_equal(valid, kernels.reference_mask(block, 0.0, use_nodata))
+    assert valid[4, 6] != use_nodata and not valid[35, 35]
+
+
+def test_pack_matches_reference_and_counts_valid_pixels():
+    rng = np.random.default_rng(1)
+    block = random_block(rng)
+    valid = kernels.reference_mask(block, 0.0, True)
+    ys, xs = np.array([0, 0, 24, 24]), np.array([0, 24, 0, 24])
+    mean, inv_std = rng.uniform(10, 20, 3).astype(np.float32), rng.uniform(0.1, 1, 3).astype(np.float32)
+    out, counts = np.empty((4, 16, 16, 3), np.float32), np.empty(4, np.int64)
+    kernels.pack_tiles(block, valid, ys, xs, mean, inv_std, out, counts)
+    ref_out, ref_counts = kernels.reference_pack(block, valid, ys, xs, 16, mean, inv_std)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-6)
+    np.testing.assert_array_equal(counts, ref_counts)
+    assert counts[3] < 16 * 16 and np.isfinite(out).all()  # NaN pixels are packed as 0
+
+
+def test_blend_matches_reference_with_overlapping_tiles():
+    rng = np.random.default_rng(2)
+    probs = rng.dirichlet(np.ones(4), (5, 16, 16)).astype(np.float32)
+    ys, xs = np.array([0, 0, 12, 12, 6]), np.array([0, 12, 0, 12, 6])
+    weight = blend_weights(16, 4)
+    acc = np.zeros((5, 28, 28), np.float32)
+    kernels.blend_accumulate(probs, ys, xs, weight, acc)
+    np.testing.assert_allclose(acc, kernels.reference_blend(probs, ys, xs, weight, acc.shape), rtol=1e-5, atol=1e-6)
+
+
+def test_finalize_matches_reference_including_scaled_bands():
+    rng = np.random.default_rng(3)
+    acc = rng.uniform(0, 1, (4, 20, 24)).astype(np.float32)
+    acc[-1] = acc[:-1].sum(0) * rng.uniform(1.0, 1.5, (20, 24)).astype(np.float32)
+    acc[-1, :2, :2] = 0.0  # no tile covered these
+    valid = rng.uniform(size=(20, 24)) > 0.1
+    classes, probs, conf = np.empty((20, 24), np.uint8), np.empty((3, 20, 24), np.uint8), np.empty((20, 24), np.uint8)
+    kernels.finalize(acc, valid, classes, probs, conf, True, True)
+    ref = kernels.reference_finalize(acc.astype(np.float64), valid)
+    np.testing.assert_array_equal(classes, ref[0])
+    assert np.abs(probs.astype(int) - ref[1]).max() <= 1 and np.abs(conf.astype(int) - ref[2]).max() <= 1
+    assert (classes[:2, :2] == kernels.NODATA_CLASS).all() and (classes[~valid] == kernels.NODATA_CLASS).all()
+
+
+def test_finalize_reads_owned_corner_of_a_larger_accumulator():
+    acc = np.zeros((3, 10, 10), np.float32)
+    acc[1], acc[2] = 1.0, 1.0
+    valid = np.ones((10, 10), np.bool_)
+    classes = np.empty((6, 7), np.uint8)
+    kernels.finalize(acc, valid, classes, np.empty((1, 1, 1), np.uint8), np.empty((1, 1), np.uint8), False, False)
+    assert (classes == 1).all()
+
+
+def test_batch_runs_are_consecutive_and_bounded():
+    live = np.array([0, 1, 2, 3, 4, 7, 8, 10])
+    runs = list(batch_runs(live, 3))
+    assert runs == [(0, 3), (3, 5), (7, 9), (10, 11)]
+    assert sorted(i for a, b in runs for i in range(a, b)) == live.tolist()
+
+
+def test_for_array_picks_cpu_kernels_for_numpy():
+    assert kernels.for_array(np.zeros(3)) is kernels
+
