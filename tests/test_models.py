@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lulc.runtime.errors import LulcError
-from lulc.training.models import ARCHITECTURES, build_model
+from lulc.training.models import build_model
 from lulc.training.models.pretrained import adapt_kernel, rgb_positions
 
 S2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
@@ -14,13 +14,14 @@ TINY = {"depth": 2, "width": 4, "patch": 32}
 
 
 def one_step(model, size: int = 32, channels: int = 13, classes: int = 3) -> float:
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    # eager: tracing a graph for DenseNet's 121 layers costs more than the one step itself
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=True)
     x = np.random.default_rng(0).normal(size=(2, size, size, channels)).astype(np.float32)
     y = np.random.default_rng(1).integers(0, classes, (2, size, size))
     return float(model.train_on_batch(x, y))
 
 
-@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES if a not in ("scene-vgg16", "scene-densenet121")])
+@pytest.mark.parametrize("arch", ["unet", "fcn", "scene-cnn"])
 def test_light_architectures_build_and_train(arch):
     model = build_model(arch, 13, 3, **TINY)
     assert model.output_shape == (None, None, None, 3)

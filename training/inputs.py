@@ -36,6 +36,8 @@ def prepare_samples(cfg: TrainConfig, work: Path) -> Samples:
     if cfg.arch not in ARCHITECTURES:
         raise LulcError(f"unknown --arch {cfg.arch}; choose one of {', '.join(ARCHITECTURES)}")
     task = task_of(cfg.arch)
+    if task not in ("segmentation", "scene"):
+        raise LulcError(f"{cfg.arch} is a temporal model: train it with `lulc train-temporal`")
     if cfg.data:
         from lulc.training.eurosat import load_folder
 
