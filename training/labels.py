@@ -135,7 +135,9 @@ def label_classes(labels: str | os.PathLike, classes_file: str | os.PathLike | N
             entries = json.loads(path.read_text())
             return [{"id": i, "name": e["name"], "color": tuple(e.get("color") or DEFAULT_COLORS[i % len(DEFAULT_COLORS)])}
                     for i, e in enumerate(entries)]
-    with rasterio.open(labels) as src:
+    from lulc.training.sources import open_raster
+
+    with open_raster(labels, "label raster") as src:
         tagged = src.tags().get("CLASS_NAMES")
         if tagged:
             names = json.loads(tagged)

@@ -9,6 +9,7 @@ brightness and texture in the bands ImageNet never saw.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -75,7 +76,10 @@ def pretrained_backbone(factory: Callable, channels: int, bands: list[str] | Non
     ``freeze`` makes the backbone non-trainable (its batch norms then run in inference
     mode), the first phase of fine-tuning.
     """
-    backbone = factory(include_top=False, weights=None, input_shape=(None, None, channels))
+    with warnings.catch_warnings():
+        # keras.applications warns about "1 or 3 input channels": any band count is the point here
+        warnings.filterwarnings("ignore", message=".*input channels", category=UserWarning)
+        backbone = factory(include_top=False, weights=None, input_shape=(None, None, channels))
     if weights:
         source = factory(include_top=False, weights=None, input_shape=(None, None, 3))
         load_weights_file(source, weights)
