@@ -136,31 +136,40 @@ def finalize(acc, valid, classes, probs, confidence, want_probs: bool, want_conf
 
 # ---- buffer helpers: the runtime's few whole-array operations, on device -------------------
 
+# modes of _update3: assignments, not arithmetic, so NaN garbage in fresh buffers cannot survive
+_ADD, _COPY, _ZERO = 0, 1, 2
+
+
 @cuda.jit
-def _axpy3(dst, src, scale, keep):
+def _update3(dst, src, mode):
     x, y, c = cuda.grid(3)
     if c < dst.shape[0] and y < dst.shape[1] and x < dst.shape[2]:
-        dst[c, y, x] = keep * dst[c, y, x] + scale * src[c, y, x]
+        if mode == _ADD:
+            dst[c, y, x] += src[c, y, x]
+        elif mode == _COPY:
+            dst[c, y, x] = src[c, y, x]
+        else:
+            dst[c, y, x] = 0
 
 
-def _launch3(dst, src, scale: float, keep: float) -> None:
+def _launch3(dst, src, mode: int) -> None:
     c, h, w = dst.shape
-    _axpy3[(math.ceil(w / 16), math.ceil(h / 16), c), (16, 16, 1)](dst, src, np.float32(scale), np.float32(keep))
+    _update3[(math.ceil(w / 16), math.ceil(h / 16), c), (16, 16, 1)](dst, src, mode)
 
 
 def add_into(dst, src) -> None:
     """dst += src for (C, H, W) float32 device arrays (views allowed)."""
-    _launch3(dst, src, 1.0, 1.0)
+    _launch3(dst, src, _ADD)
 
 
 def copy_into(dst, src) -> None:
     """dst[...] = src."""
-    _launch3(dst, src, 1.0, 0.0)
+    _launch3(dst, src, _COPY)
 
 
 def zero(dst) -> None:
     """dst[...] = 0."""
-    _launch3(dst, dst, 0.0, 0.0)
+    _launch3(dst, dst, _ZERO)
 
 
 def empty(shape, dtype):
@@ -180,4 +189,4 @@ def to_host(array) -> np.ndarray:
 
 
 def _on_device(a):
-    return a if cuda.is_cuda_array(a) else cuda.to_device(np.ascontiguousarray(a))
+    return cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a

@@ -130,7 +130,7 @@ def batch_runs(live: np.ndarray, batch: int):
 
 
 class _BlockRunner:
-    """Per-block work: read + pack (reader thread), model + blend + finalize (caller).
+    """Per-block work: read (+ pack on CPU) on the reader thread, model + blend + finalize on the caller's.
 
     Buffers live where the session wants its input: host memory, or CUDA device memory when
     the session takes device arrays (``device_io``); the kernels follow the arrays.
@@ -138,7 +138,8 @@ class _BlockRunner:
 
     def __init__(self, bundle: Bundle, session: Session, grid: TileGrid, opts: InferOptions, nodata, bands: int):
         m = bundle.manifest
-        if getattr(session, "device_io", False):
+        self.on_device = bool(getattr(session, "device_io", False))
+        if self.on_device:
             from lulc.runtime import cuda_kernels as mem
         else:
             mem = kernels
@@ -160,6 +161,7 @@ class _BlockRunner:
                                     mem.empty((n, size, size, bands), np.float32), mem.empty(n, np.int64)))
         self.acc = mem.empty((self.k + 1, span, span), np.float32)
         self.kx = kernels.for_array(self.acc)
+        self.px = kernels_for(m, self.kx)  # mask/pack: per date for time-series bundles
         self.mean, self.inv_std = mem.to_device(mean), mem.to_device(inv_std)
         self.weight = mem.to_device(blend_weights(size, ov))
         self.pending = mem.empty((self.k + 1, ov, grid.width + span), np.float32)
@@ -170,19 +172,25 @@ class _BlockRunner:
         self.tiles_skipped = 0
 
     def prepare(self, src, block: Block, slot: _Slot) -> _Slot:
-        """Read the block and pack its tiles (runs on the reader thread, beside the model)."""
-        kx = self.kx
+        """Read the block, and on the host pack its tiles too (reader thread, beside the model)."""
         read_padded(src, block.y0, block.x0, self.grid.acc_span, slot.raw_host)
-        kx.to_device(slot.raw_host, slot.raw)
-        kx.mask_nodata(slot.raw, self.nodata, self.use_nodata, slot.valid)
-        n = len(block.tile_ys)
-        kx.pack_tiles(slot.raw, slot.valid, block.tile_ys, block.tile_xs, self.mean, self.inv_std,
-                      slot.packed[:n], slot.counts[:n])
+        if not self.on_device:
+            self._pack(block, slot)
         return slot
+
+    def _pack(self, block: Block, slot: _Slot) -> None:
+        kx = self.kx
+        kx.to_device(slot.raw_host, slot.raw)
+        self.px.mask_nodata(slot.raw, self.nodata, self.use_nodata, slot.valid)
+        n = len(block.tile_ys)
+        self.px.pack_tiles(slot.raw, slot.valid, block.tile_ys, block.tile_xs, self.mean, self.inv_std,
+                      slot.packed[:n], slot.counts[:n])
 
     def compute(self, block: Block, slot: _Slot) -> None:
         """Run the model on the block's live tiles and blend them, with the carried strips, into ``acc``."""
         kx, acc, ov = self.kx, self.acc, self.grid.overlap
+        if self.on_device:  # device kernels are queued from this one thread, in order
+            self._pack(block, slot)
         kx.zero(acc)
         n = len(block.tile_ys)
         live = np.flatnonzero(kx.to_host(slot.counts[:n]) > 0)  # all-nodata tiles never reach the model
@@ -195,10 +203,12 @@ class _BlockRunner:
             return
         # strips spilled into this block by its left and upper neighbours, and its own spills
         x0, oh, ow = block.x0, block.owned_h, block.owned_w
+        # a last-column block may own more than span - overlap columns, and spills nothing right
+        width = min(ow + ov, self.grid.acc_span)
         if block.col > 0:
             kx.add_into(acc[:, :, :ov], self.left)
-        kx.add_into(acc[:, :ov, : ow + ov], self.pending[:, :, x0 : x0 + ow + ov])
-        kx.zero(self.pending[:, :, x0 : x0 + ow + ov])
+        kx.add_into(acc[:, :ov, :width], self.pending[:, :, x0 : x0 + width])
+        kx.zero(self.pending[:, :, x0 : x0 + width])
         if not block.last_col:
             kx.copy_into(self.left, acc[:, :, ow : ow + ov])
         if not block.last_row:

@@ -27,7 +27,8 @@ def for_array(array) -> ModuleType:
 
     The one place where host/device dispatch happens, so callers never branch on the device.
     """
-    if hasattr(array, "__cuda_array_interface__"):
+    # Numba's CUDA simulator arrays lack the interface but live in numba.cuda
+    if hasattr(array, "__cuda_array_interface__") or type(array).__module__.startswith("numba.cuda"):
         from lulc.runtime import cuda_kernels
 
         return cuda_kernels
