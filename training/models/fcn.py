@@ -10,7 +10,7 @@ from keras import layers
 
 
 def build_fcn(channels: int, num_classes: int, depth: int = 3, width: int = 16) -> keras.Model:
-    """Encoder of ``depth`` conv+pool levels; decoder of bilinear upsampling plus scored skips.
+    """Encoder of ``depth`` conv+pool levels; decoder of 2x upsampling plus scored skips.
 
     H and W of inputs must be multiples of 2**depth.
     """
@@ -28,7 +28,8 @@ def build_fcn(channels: int, num_classes: int, depth: int = 3, width: int = 16) 
     # Decoder: class scores at the coarsest level, upsampled and summed with each skip's scores.
     scores = layers.Conv2D(num_classes, 1, name="score_bottleneck")(x)
     for level in reversed(range(depth)):
-        scores = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(scores)
+        # learned 2x upsampling, as in FCN-8s; also what ONNX/TF.js take with dynamic H and W
+        scores = layers.Conv2DTranspose(num_classes, 4, strides=2, padding="same", use_bias=False, name=f"up{level}")(scores)
         skip = layers.Conv2D(num_classes, 1, name=f"score_skip{level}")(skips[level])
         scores = layers.Add(name=f"fuse{level}")([scores, skip])
     outputs = layers.Activation("softmax", name="probs", dtype="float32")(scores)
