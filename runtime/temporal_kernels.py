@@ -9,9 +9,12 @@ only when ALL its dates are missing. :class:`TemporalKernels` has the signatures
 """
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 from numba import njit, prange
 
+from lulc.runtime.errors import BackendUnavailable
 from lulc.runtime.manifest import Manifest
 
 
@@ -77,13 +80,17 @@ class TemporalKernels:
         pack_dates(block, valid, ys, xs, mean, inv_std, out, counts, self.bands, self.nodata, self.use_nodata)
 
 
-def kernels_for(manifest: Manifest):
-    """The mask/pack kernels for a bundle: per-date ones when it reads a time series."""
+def kernels_for(manifest: Manifest, kx: ModuleType):
+    """The mask/pack kernels for a bundle: ``kx`` (the block's kernel module) for single-date
+    bundles, the per-date ones when it reads a time series."""
     from lulc.runtime import kernels
 
     steps = manifest.input.time_steps
     if not steps or steps < 2:
-        return kernels
+        return kx
+    if kx is not kernels:
+        raise BackendUnavailable("time-series bundles run with host (CPU) buffers; "
+                                 "use --backend onnx on the CPU execution provider")
     return TemporalKernels(len(manifest.input.channels) // steps)
 
 

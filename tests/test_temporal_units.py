@@ -39,9 +39,9 @@ def test_kernels_for_picks_per_date_only_for_series(trained_bundle):
     from lulc.runtime.temporal_kernels import kernels_for
 
     m = Bundle.load(trained_bundle).manifest
-    assert kernels_for(m) is kernels
+    assert kernels_for(m, kernels) is kernels
     m.input.time_steps = 2
-    assert isinstance(kernels_for(m), TemporalKernels)
+    assert isinstance(kernels_for(m, kernels), TemporalKernels)
 
 
 def test_random_dates_keeps_length():
