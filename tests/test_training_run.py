@@ -103,7 +103,10 @@ def test_scene_bundle_runs_through_lulc_infer(scene, tmp_path):
     m = bundle.manifest
     assert (m.task, m.tile.overlap, m.tile.size % 16) == ("scene", 0, 0)
     assert m.provenance["metrics"]["test"]["unit"] == "patch"
-    result = cli("infer", bundle.root, scene["image"], "-o", tmp_path / "map.tif", "--backend", "keras", "--no-progress")
+    from lulc.export.onnx import export_onnx
+
+    export_onnx(bundle)  # the per-cell head is plain layers: it exports and runs on onnxruntime
+    result = cli("infer", bundle.root, scene["image"], "-o", tmp_path / "map.tif", "--backend", "onnx", "--no-progress")
     assert result.exit_code == 0, result.output
     with rasterio.open(tmp_path / "map.tif") as src:
         classes = src.read(1)
