@@ -77,6 +77,7 @@ def read_padded(src: rasterio.io.DatasetReader, y0: int, x0: int, span: int,
         src.read(window=window, out=out[:, :h, :w])
     except (RasterioIOError, RasterioError) as exc:
         raise InputRasterError(
-            f"failed to read {Path(src.name).name} at window col {x0} row {y0} size {w} x {h}: {exc}"
+            f"failed to read {Path(src.name).name} at window col {x0} row {y0} size {w} x {h}: "
+            f"{exc.__context__ or exc}"  # GDAL's own reason, not rasterio's "see previous exception"
         ) from exc
     return out

@@ -17,7 +17,7 @@ from rasterio.enums import ColorInterp
 from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
-from lulc.runtime.errors import OutputError
+from lulc.runtime.errors import LulcError, OutputError
 from lulc.runtime.kernels import NODATA_CLASS, PROB_SCALE
 from lulc.runtime.manifest import ClassInfo
 
@@ -96,7 +96,7 @@ def class_map_writer(
         _to_cog(work, final)
         completed = True
     except OSError as exc:
-        if isinstance(exc, OutputError):
+        if isinstance(exc, LulcError):  # an input error raised mid-run is not an output problem
             raise
         raise OutputError(f"cannot write {final}: {exc}") from exc
     finally:
