@@ -6,7 +6,8 @@ second of the case's timed work (model load + read + inference + write; interpre
 and imports excluded, so TensorFlow's import time does not penalise the baseline):
 
 * ``baseline``: what the source projects did, a Python loop calling Keras ``model.predict``
-  on each tile (bundle tile size, no overlap), stitched into a numpy array, written as GTiff;
+  on each tile of the size the model was trained on (64 px for the sample U-Net; the seeds
+  predicted on their 32/64 px training tiles), no overlap, stitched with numpy, written as GTiff;
 * ``infer``: the ``lulc-infer`` command itself (``--json`` summary seconds);
 * ``limit``: the same backend session on the same number of tiles of the same grid (tile,
   overlap, batch), pre-packed in memory: no I/O, no blending, no writing.
@@ -47,7 +48,8 @@ def case_baseline(bundle_dir: str, raster: str, out: str) -> dict:
     model = load_keras_model(bundle)
     mean = np.asarray(m.normalization.mean, np.float32)
     std = np.asarray(m.normalization.std, np.float32)
-    t = m.tile.size
+    # the seeds predicted on their training tile size; bundles record it in their provenance
+    t = m.provenance.get("config", {}).get("tile") or m.tile.size
     with rasterio.open(raster) as src:
         classes = np.zeros((src.height, src.width), np.uint8)
         for y in range(0, src.height, t):

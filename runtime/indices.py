@@ -45,18 +45,23 @@ def index_bands(bands: list[str], derived: list[str]) -> list[tuple[int, int]]:
 
 
 def append_indices(raw: np.ndarray, bands: list[str], derived: list[str]) -> np.ndarray:
-    """(C, H, W) raw bands -> (C + len(derived), H, W) float32 with the indices appended.
-
-    A zero denominator gives 0 (not NaN), so an all-dark pixel does not look like nodata;
-    NaN inputs (outside the raster) stay NaN and are masked like any invalid pixel.
-    """
+    """(C, H, W) raw bands -> (C + len(derived), H, W) float32 with the indices appended."""
     if not derived:
         return raw
     out = np.empty((raw.shape[0] + len(derived), *raw.shape[1:]), dtype=np.float32)
     out[: raw.shape[0]] = raw
-    for k, (a, b) in enumerate(index_bands(bands, derived)):
-        num = raw[a].astype(np.float32) - raw[b]
-        den = raw[a].astype(np.float32) + raw[b]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[raw.shape[0] + k] = np.where(den != 0, num / np.where(den != 0, den, 1), 0.0)
+    fill_indices(out, raw.shape[0], index_bands(bands, derived))
     return out
+
+
+def fill_indices(block: np.ndarray, n_bands: int, pairs: list[tuple[int, int]]) -> None:
+    """Write the indices of ``pairs`` into ``block[n_bands:]`` in place (the runtime's reused buffers).
+
+    A zero denominator gives 0 (not NaN), so an all-dark pixel does not look like nodata;
+    NaN inputs (outside the raster) stay NaN. Validity comes from the raster bands only.
+    """
+    for k, (a, b) in enumerate(pairs):
+        num = block[a] - block[b]
+        den = block[a] + block[b]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            block[n_bands + k] = np.where(den != 0, num / np.where(den != 0, den, 1), 0.0)

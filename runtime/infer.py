@@ -25,6 +25,7 @@ from lulc.runtime.temporal_kernels import kernels_for
 from lulc.runtime.backends import Session, prepare
 from lulc.runtime.bundle import Bundle
 from lulc.runtime.errors import InputRasterError
+from lulc.runtime.indices import fill_indices, index_bands
 from lulc.runtime.rasters import input_nodata, open_input, read_padded
 from lulc.runtime.tiling import Block, TileGrid, blend_weights, make_grid
 from lulc.runtime.writer import check_output, class_map_writer, temp_path, write_block
@@ -152,6 +153,10 @@ class _BlockRunner:
         mean = np.asarray(m.normalization.mean, dtype=np.float32)
         inv_std = (1.0 / np.maximum(np.asarray(m.normalization.std, dtype=np.float32), 1e-6)).astype(np.float32)
         self.k = len(m.classes)
+        # derived indices (--indices at training) are computed after the read, beside the bands
+        self.bands = bands
+        self.index_pairs = index_bands(m.input.bands, m.input.derived)
+        bands += len(self.index_pairs)
         span, ov, size, n = grid.acc_span, grid.overlap, grid.size, grid.tiles_per_block**2
         self.slots = []
         for _ in range(2):  # the reader fills one while the model works on the other
@@ -173,7 +178,8 @@ class _BlockRunner:
 
     def prepare(self, src, block: Block, slot: _Slot) -> _Slot:
         """Read the block, and on the host pack its tiles too (reader thread, beside the model)."""
-        read_padded(src, block.y0, block.x0, self.grid.acc_span, slot.raw_host)
+        read_padded(src, block.y0, block.x0, self.grid.acc_span, slot.raw_host[: self.bands])
+        fill_indices(slot.raw_host, self.bands, self.index_pairs)
         if not self.on_device:
             self._pack(block, slot)
         return slot
@@ -181,7 +187,7 @@ class _BlockRunner:
     def _pack(self, block: Block, slot: _Slot) -> None:
         kx = self.kx
         kx.to_device(slot.raw_host, slot.raw)
-        self.px.mask_nodata(slot.raw, self.nodata, self.use_nodata, slot.valid)
+        self.px.mask_nodata(slot.raw[: self.bands], self.nodata, self.use_nodata, slot.valid)
         n = len(block.tile_ys)
         self.px.pack_tiles(slot.raw, slot.valid, block.tile_ys, block.tile_xs, self.mean, self.inv_std,
                       slot.packed[:n], slot.counts[:n])

@@ -140,3 +140,30 @@ def test_bad_input_gives_one_line(scene, tmp_path):
         assert expected in result.output and "Traceback" not in result.output, (expected, result.output)
         assert len(result.output.strip().splitlines()) == 1, result.output
         assert not (tmp_path / "out").exists()
+
+
+def test_indices_bundle_runs_through_lulc_infer_like_training(scene, tmp_path):
+    """The runtime appends --indices exactly as training did: same inputs, same classes."""
+    from lulc.export.onnx import export_onnx, run_onnx
+    from lulc.runtime.indices import append_indices
+    from lulc.runtime.kernels import NODATA_CLASS
+
+    bundle = train(tiny_config(scene, tmp_path / "ndvi", indices="ndvi,ndwi"))
+    m = bundle.manifest
+    assert m.input.channels == [*m.input.bands, "ndvi", "ndwi"] and len(m.normalization.mean) == 6
+    export_onnx(bundle)
+    out = tmp_path / "map.tif"
+    # one tile covering the whole 128 x 192 scene: no blending, so the runtime must equal a direct run
+    result = cli("infer", bundle.root, scene["image"], "-o", out, "--tile", 192, "--overlap", 0, "--no-progress")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(scene["image"]) as src, rasterio.open(out) as dst:
+        raw = src.read(out_dtype=np.float32)
+        got = dst.read(1)
+    x = append_indices(raw, m.input.bands, m.input.derived).transpose(1, 2, 0)
+    z = (x - np.float32(m.normalization.mean)) / np.float32(m.normalization.std)
+    padded = np.zeros((192, 192, 6), np.float32)
+    padded[:128] = z
+    expected = run_onnx(bundle.artifact_path("onnx"), padded[None])[0, :128].argmax(-1)
+    valid = got != NODATA_CLASS
+    assert valid.all()
+    assert (got == expected).mean() > 0.999
