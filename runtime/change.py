@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioError
 
 from lulc.runtime.errors import InputRasterError
 from lulc.runtime.kernels import NODATA_CLASS
+from lulc.runtime.rasters import open_raster
 from lulc.runtime.writer import check_output, temp_path
 
 UNCHANGED_COLOR = (60, 60, 60)
@@ -37,15 +37,6 @@ class ChangeSummary:
 def _class_names(src) -> dict[int, str] | None:
     raw = src.tags().get("CLASS_NAMES")
     return {int(k): v for k, v in json.loads(raw).items()} if raw else None
-
-
-def _open(path: str | os.PathLike):
-    if not Path(path).exists():
-        raise InputRasterError(f"class map not found: {path}")
-    try:
-        return rasterio.open(path)
-    except RasterioError as exc:
-        raise InputRasterError(f"cannot read {path} as a raster: {exc}") from exc
 
 
 def shared_classes(a, b) -> list[str]:
@@ -82,7 +73,7 @@ def detect_change(map_a: str | os.PathLike, map_b: str | os.PathLike, output: st
     """Write the transition raster ``output`` and a CSV of hectares per transition."""
     final = check_output(output, overwrite)
     table = check_output(table or Path(output).with_suffix(".csv"), overwrite)
-    with _open(map_a) as a, _open(map_b) as b:
+    with open_raster(map_a, "class map") as a, open_raster(map_b, "class map") as b:
         classes = shared_classes(a, b)
         _check_grids(a, b)
         k = len(classes)

@@ -17,15 +17,19 @@ from lulc.runtime.errors import InputRasterError
 from lulc.runtime.manifest import InputSpec
 
 
+def open_raster(path: str | os.PathLike, what: str = "raster") -> rasterio.io.DatasetReader:
+    """rasterio.open with a one-line error for missing or corrupt files (every command uses it)."""
+    if not Path(path).exists():
+        raise InputRasterError(f"{what} {path} not found")
+    try:
+        return rasterio.open(path)
+    except (RasterioIOError, RasterioError) as exc:
+        raise InputRasterError(f"cannot read {what} {path} (corrupt or not a raster?): {exc}") from None
+
+
 def open_input(path: str | os.PathLike, spec: InputSpec) -> rasterio.io.DatasetReader:
     """Open ``path`` and check it against the bundle's input spec."""
-    path = Path(path)
-    if not path.exists():
-        raise InputRasterError(f"input raster not found: {path}")
-    try:
-        src = rasterio.open(path)
-    except (RasterioIOError, RasterioError) as exc:
-        raise InputRasterError(f"cannot read {path} as a raster: {exc}") from exc
+    src = open_raster(path, "input raster")
     try:
         check_input(src, spec)
     except InputRasterError:

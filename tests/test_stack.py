@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import rasterio
 from click.testing import CliRunner
 from conftest import write_raster

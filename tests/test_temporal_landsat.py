@@ -5,7 +5,6 @@ proven is that a real, gappy 105-date stack runs through the runtime with georef
 and that single cloudy dates never turn a pixel into nodata."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner

@@ -12,7 +12,7 @@ from rasterio.enums import ColorInterp
 
 from lulc.runtime.errors import LulcError
 from lulc.runtime.indices import append_indices, index_bands
-from lulc.runtime.manifest import InputSpec, Normalization
+from lulc.runtime.manifest import InputSpec
 from lulc.training.data import SPLITS, StatsAccumulator, TileSet
 from lulc.training.labels import DEFAULT_COLORS
 from lulc.training.sources import open_raster, valid_mask

@@ -8,7 +8,6 @@ per raster before they are computed.
 """
 from __future__ import annotations
 
-import os
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -20,16 +19,7 @@ from rasterio.windows import Window
 
 from lulc.runtime.errors import LulcError
 from lulc.runtime.indices import append_indices, index_bands
-
-
-def open_raster(path: str | os.PathLike, what: str = "raster"):
-    """rasterio.open with a one-line error for missing or corrupt files."""
-    if not Path(path).exists():
-        raise LulcError(f"{what} {path} not found")
-    try:
-        return rasterio.open(path)
-    except RasterioError as exc:
-        raise LulcError(f"cannot read {what} {path} (corrupt or not a raster?): {exc}") from None
+from lulc.runtime.rasters import open_raster
 
 
 def same_grid(a, b) -> bool:
