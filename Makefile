@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEMO ?= out/demo
 EPOCHS ?= 30
 
-.PHONY: demo test venv clean system-deps
+.PHONY: demo test venv clean system-node system-chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,12 +20,13 @@ $(BIN)/python:
 # the two imports it makes unconditionally (README, "TF.js"). npm: the Node parity gate.
 TFJS_CONVERTER := tensorflowjs==4.22.0 tensorflow-hub==0.16.1 tf-keras==2.21.0
 
-# Debian packages, installed only when missing: Node.js for `npm ci`, and Chromium for the
-# browser test (Playwright drives it; Playwright's own browser download is unreachable).
+# Debian packages, installed only when missing: Node.js for the web page's npm packages, and
+# Chromium for the browser test (Playwright drives it; its own browser download is unreachable).
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
-system-deps:
+system-node:
 	@command -v node >/dev/null || { $(APT) update -q && $(APT) install -y -q nodejs; }
 	@command -v npm >/dev/null || $(APT) install -y -q npm
+system-chromium:
 	@test -x /usr/bin/chromium || { $(APT) update -q && $(APT) install -y -q chromium; }
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
@@ -33,14 +34,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps $(TFJS_CONVERTER)
 	touch $@
 
-# What only the tests need beyond the Python stack: Node packages and Chromium.
-web/node_modules/.installed: web/package-lock.json | system-deps
+# The page's libraries (served offline by `lulc serve`) and the TF.js Node parity gate.
+web/node_modules/.installed: web/package-lock.json | system-node
 	npm ci --prefix web --ignore-scripts --no-audit --no-fund
 	touch $@
 
 venv: $(VENV)/.installed
 
-demo: venv
+demo: venv web/node_modules/.installed
 	$(BIN)/lulc sample -o data/sample
 	$(BIN)/lulc train --arch unet --image data/sample/image.tif --labels data/sample/labels.tif \
 		-o $(DEMO)/bundle --epochs $(EPOCHS) --seed 0 --overwrite
@@ -49,7 +50,7 @@ demo: venv
 		--quicklook $(DEMO)/landcover.png --overwrite
 	@$(BIN)/python -m lulc.training.report $(DEMO)/bundle $(DEMO)/landcover.tif $(DEMO)/landcover.png
 
-test: venv web/node_modules/.installed
+test: venv web/node_modules/.installed system-chromium
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -18,6 +18,7 @@ def summary(bundle_dir: str, *outputs: str) -> str:
                  f"macro F1 {test['macro_f1']:.3f}, {test['pixels']} held-out pixels)")
     if onnx is not None:
         lines.append(f"onnx parity:   max |ORT - Keras| = {onnx.parity['max_abs_diff']:.2e}")
+    lines.append(f"browser demo:  .venv/bin/lulc serve {bundle_dir}")
     return "\n".join(lines)
 
 
