@@ -57,3 +57,33 @@ def test_random_sequences_and_unstable_water(sim, tmp_path):
                     mask_unstable_water="red,nir", water_threshold=0.0)
     temporal = bundle.manifest.provenance["temporal"]
     assert temporal["sequence"] == "random" and temporal["unstable_water"]["bands"] == "red,nir"
+
+
+def test_point_samples_train_pixel_lstm_on_series(sim, tmp_path):
+    """Points with a class column become (N, T, C) series (1 x 1 samples), as in generate_series."""
+    import fiona
+    from rasterio.transform import xy
+
+    with rasterio.open(sim["labels"]) as lab:
+        labels, transform, crs = lab.read(1), lab.transform, lab.crs
+    rng = np.random.default_rng(0)
+    rows, cols = np.nonzero(labels != 255)
+    pick = rng.choice(len(rows), 120, replace=False)
+    names = {c["id"]: c["name"] for c in __import__("json").loads(sim["classes"].read_text())}
+    points = tmp_path / "points.gpkg"
+    schema = {"geometry": "Point", "properties": {"class": "str"}}
+    with fiona.open(points, "w", driver="GPKG", crs=crs.to_wkt(), schema=schema) as dst:
+        for r, c in zip(rows[pick], cols[pick]):
+            x, y = xy(transform, int(r), int(c))
+            dst.write({"geometry": {"type": "Point", "coordinates": (x, y)},
+                       "properties": {"class": names[int(labels[r, c])]}})
+    from lulc.training.timeseries import TemporalConfig, train_temporal
+
+    bundle = train_temporal(TemporalConfig(
+        stack=str(sim["stack"]), labels=str(points), classes=str(sim["classes"]), output=str(tmp_path / "px"),
+        arch="pixel-lstm", epochs=1, tile=1, split_block=16, batch_size=16, infer_tile=32, infer_overlap=0,
+        model_options=ARCH_OPTIONS["pixel-lstm"]))
+    prov = bundle.manifest.provenance
+    assert sum(prov["split"]["tiles"].values()) == 120  # one sample per point, nothing else
+    assert prov["metrics"]["test"]["pixels"] == prov["split"]["tiles"]["test"]
+    assert bundle.load_samples().shape[1:] == (1, 1, 15)

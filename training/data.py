@@ -119,6 +119,12 @@ def patch_label(lbl: np.ndarray, spec: SampleSpec) -> int | None:
 
 def _samples_in_block(raw, lbl, valid, spec: SampleSpec):
     tile = spec.tile
+    if tile == 1 and spec.task != "scene":
+        # per-pixel series (points, the generate_series step): only labelled pixels, no scan
+        for oy, ox in zip(*np.nonzero(lbl != spec.ignore)):
+            yield (oy, ox), raw[:, oy : oy + 1, ox : ox + 1].transpose(1, 2, 0), lbl[oy : oy + 1, ox : ox + 1], \
+                valid[oy : oy + 1, ox : ox + 1]
+        return
     for oy in range(0, spec.split_block - tile + 1, spec.stride):
         for ox in range(0, spec.split_block - tile + 1, spec.stride):
             t_lbl = lbl[oy : oy + tile, ox : ox + tile]

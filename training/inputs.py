@@ -27,7 +27,7 @@ def sample_spec(cfg: TrainConfig, task: str) -> SampleSpec:
         raise LulcError(f"--patch-rule must be majority or centre, not {cfg.patch_rule}")
     # a scene patch needs a clear majority; a segmentation tile only some labelled pixels
     min_labeled = cfg.min_labeled if cfg.min_labeled is not None else (0.5 if task == "scene" else 0.05)
-    return SampleSpec(tile=cfg.tile, stride=cfg.stride or cfg.tile // 2, split_block=cfg.split_block or 2 * cfg.tile,
+    return SampleSpec(tile=cfg.tile, stride=cfg.stride or max(1, cfg.tile // 2), split_block=cfg.split_block or 2 * cfg.tile,
                       seed=cfg.seed, task=task, rule=cfg.patch_rule, min_labeled=min_labeled, ignore=IGNORE)
 
 

@@ -124,7 +124,7 @@ def _samples(cfg: TemporalConfig, stack: TemporalStack, work: Path) -> tuple[Til
     from lulc.training.sources import open_raster
 
     labels, classes = prepare_labels(cfg.labels, stack, work, cfg.label_column, cfg.classes)
-    spec = SampleSpec(tile=cfg.tile, stride=cfg.stride or cfg.tile // 2, split_block=cfg.split_block or 2 * cfg.tile,
+    spec = SampleSpec(tile=cfg.tile, stride=cfg.stride or max(1, cfg.tile // 2), split_block=cfg.split_block or 2 * cfg.tile,
                       seed=cfg.seed, ignore=IGNORE)
     with open_raster(labels, "label raster") as lab, np.errstate(invalid="ignore"):
         tiles, _ = extract_tiles(stack, lab, spec)  # its pooled statistics ignore dates; see band_stats
