@@ -70,9 +70,9 @@ def test_point_samples_train_pixel_lstm_on_series(sim, tmp_path):
     rows, cols = np.nonzero(labels != 255)
     pick = rng.choice(len(rows), 120, replace=False)
     names = {c["id"]: c["name"] for c in __import__("json").loads(sim["classes"].read_text())}
-    points = tmp_path / "points.gpkg"
+    points = tmp_path / "points.geojson"
     schema = {"geometry": "Point", "properties": {"class": "str"}}
-    with fiona.open(points, "w", driver="GPKG", crs=crs.to_wkt(), schema=schema) as dst:
+    with fiona.open(points, "w", driver="GeoJSON", crs=crs.to_wkt(), schema=schema) as dst:
         for r, c in zip(rows[pick], cols[pick]):
             x, y = xy(transform, int(r), int(c))
             dst.write({"geometry": {"type": "Point", "coordinates": (x, y)},
