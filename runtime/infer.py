@@ -110,6 +110,7 @@ class _Slot:
     valid: object  # (span, span) bool
     packed: object  # (tiles, T, T, C) float32 model input
     counts: object  # valid pixels per tile
+    acc: object  # (K + 1, span, span) blended sums; all zero whenever the slot is free
 
 
 def auto_batch(tile: int) -> int:
@@ -163,9 +164,11 @@ class _BlockRunner:
             host = np.empty((bands, span, span), np.float32)
             raw = host if mem is kernels else mem.empty(host.shape, np.float32)
             self.slots.append(_Slot(host, raw, mem.empty((span, span), np.bool_),
-                                    mem.empty((n, size, size, bands), np.float32), mem.empty(n, np.int64)))
-        self.acc = mem.empty((self.k + 1, span, span), np.float32)
-        self.kx = kernels.for_array(self.acc)
+                                    mem.empty((n, size, size, bands), np.float32), mem.empty(n, np.int64),
+                                    mem.empty((self.k + 1, span, span), np.float32)))
+        self.kx = kernels.for_array(self.slots[0].acc)
+        for slot in self.slots:
+            self.kx.zero(slot.acc)
         self.px = kernels_for(m, self.kx)  # mask/pack: per date for time-series bundles
         self.mean, self.inv_std = mem.to_device(mean), mem.to_device(inv_std)
         self.weight = mem.to_device(blend_weights(size, ov))
@@ -193,11 +196,10 @@ class _BlockRunner:
                       slot.packed[:n], slot.counts[:n])
 
     def compute(self, block: Block, slot: _Slot) -> None:
-        """Run the model on the block's live tiles and blend them, with the carried strips, into ``acc``."""
-        kx, acc, ov = self.kx, self.acc, self.grid.overlap
+        """Run the model on the block's live tiles and blend them, with the carried strips, into ``slot.acc``."""
+        kx, acc, ov = self.kx, slot.acc, self.grid.overlap
         if self.on_device:  # device kernels are queued from this one thread, in order
             self._pack(block, slot)
-        kx.zero(acc)
         n = len(block.tile_ys)
         live = np.flatnonzero(kx.to_host(slot.counts[:n]) > 0)  # all-nodata tiles never reach the model
         self.tiles_skipped += n - len(live)
@@ -227,7 +229,8 @@ class _BlockRunner:
         classes = kx.empty((oh, ow), np.uint8)
         probs = kx.empty((self.k, oh, ow) if want_p else (1, 1, 1), np.uint8)
         conf = kx.empty((oh, ow) if want_c else (1, 1), np.uint8)
-        kx.finalize(self.acc, slot.valid, classes, probs, conf, want_p, want_c)
+        kx.finalize(slot.acc, slot.valid, classes, probs, conf, want_p, want_c)
+        kx.zero(slot.acc)  # the slot is free for its next block
         bands = [kx.to_host(classes)]
         if want_p:
             bands += list(kx.to_host(probs))
@@ -286,22 +289,33 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike, 
 
 
 def _stream(runner: _BlockRunner, src, dst, blocks: list[Block], reader, writer, resume: _Resume, bar, t0: float) -> None:
-    """The pipeline: block i+1 is read and packed while block i runs and block i-1 is written."""
+    """The pipeline: while block i runs, block i+1 is read and packed and block i-1 is finalised
+    and written, so the model thread does nothing but model calls and blending."""
+
+    def finish(block: Block, slot: _Slot) -> None:
+        write_block(dst, _window(block), runner.finalize(block, slot))
+
+    def refill(finished, block: Block, slot: _Slot) -> _Slot:
+        finished.result()  # the slot's previous block is finalised: its buffers are free
+        return runner.prepare(src, block, slot)
+
+    reads = [reader.submit(runner.prepare, src, b, s) for b, s in zip(blocks[:2], runner.slots)]
     row_writes = []
-    future = reader.submit(runner.prepare, src, blocks[0], runner.slots[0]) if blocks else None
     for i, block in enumerate(blocks):
-        slot = future.result()
-        if i + 1 < len(blocks):
-            # the other slot is free: its block (i - 1) was finalised in the last iteration
-            future = reader.submit(runner.prepare, src, blocks[i + 1], runner.slots[(i + 1) % 2])
+        slot = reads[i].result()
         try:
             runner.compute(block, slot)
-            bands = runner.finalize(block, slot)
         except BaseException:
-            future.cancel()
+            for f in reads[i + 1 :]:
+                f.cancel()
             raise
-        window = Window(block.x0, block.y0, block.owned_w, block.owned_h)
-        row_writes.append(writer.submit(write_block, dst, window, bands))
+        if runner.on_device:  # device kernels stay queued in order on this thread
+            job = writer.submit(write_block, dst, _window(block), runner.finalize(block, slot))
+        else:
+            job = writer.submit(finish, block, slot)
+        if i + 2 < len(blocks):
+            reads.append(reader.submit(refill, job, blocks[i + 2], slot))
+        row_writes.append(job)
         if block.last_col:
             for w in row_writes:
                 w.result()
@@ -312,6 +326,10 @@ def _stream(runner: _BlockRunner, src, dst, blocks: list[Block], reader, writer,
         bar.update(1)
     for w in row_writes:
         w.result()
+
+
+def _window(block: Block) -> Window:
+    return Window(block.x0, block.y0, block.owned_w, block.owned_h)
 
 
 def summary_json(summary: RunSummary) -> str:
