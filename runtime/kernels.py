@@ -35,6 +35,12 @@ def for_array(array) -> ModuleType:
     return sys.modules[__name__]
 
 
+@njit(nogil=True, cache=True, inline="always")
+def is_missing(v: float, nodata: float, use_nodata: bool) -> bool:
+    """The one nodata rule of every CPU kernel: NaN, or the nodata value when there is one."""
+    return np.isnan(v) or (use_nodata and v == nodata)
+
+
 @njit(nogil=True, cache=True, parallel=True)
 def mask_nodata(block: np.ndarray, nodata: float, use_nodata: bool, valid: np.ndarray) -> None:
     """valid (H, W) = no band is nodata or NaN in block (C, H, W)."""
@@ -45,8 +51,7 @@ def mask_nodata(block: np.ndarray, nodata: float, use_nodata: bool, valid: np.nd
         # band-major inner loops read each band row contiguously (6x faster than per pixel)
         for b in range(c):
             for x in range(w):
-                v = block[b, y, x]
-                if np.isnan(v) or (use_nodata and v == nodata):
+                if is_missing(block[b, y, x], nodata, use_nodata):
                     valid[y, x] = False
 
 

@@ -15,14 +15,15 @@ import numpy as np
 from numba import njit, prange
 
 from lulc.runtime.errors import BackendUnavailable
+from lulc.runtime import kernels
+from lulc.runtime.kernels import is_missing
 from lulc.runtime.manifest import Manifest
 
 
 @njit(nogil=True, cache=True)
 def _date_missing(block, b0: int, bands: int, y: int, x: int, nodata: float, use_nodata: bool) -> bool:
     for b in range(b0, b0 + bands):
-        v = block[b, y, x]
-        if np.isnan(v) or (use_nodata and v == nodata):
+        if is_missing(block[b, y, x], nodata, use_nodata):
             return True
     return False
 
@@ -83,8 +84,6 @@ class TemporalKernels:
 def kernels_for(manifest: Manifest, kx: ModuleType):
     """The mask/pack kernels for a bundle: ``kx`` (the block's kernel module) for single-date
     bundles, the per-date ones when it reads a time series."""
-    from lulc.runtime import kernels
-
     steps = manifest.input.time_steps
     if not steps or steps < 2:
         return kx
