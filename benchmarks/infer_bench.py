@@ -86,7 +86,7 @@ def case_limit(bundle_dir: str, raster: str, backend: str) -> dict:
 
     from lulc.runtime.backends import prepare
     from lulc.runtime.bundle import Bundle
-    from lulc.runtime.infer import InferOptions, _BlockRunner, auto_batch
+    from lulc.runtime.infer import InferOptions, _BlockRunner
     from lulc.runtime.tiling import make_grid
 
     bundle = Bundle.load(bundle_dir)
@@ -98,11 +98,15 @@ def case_limit(bundle_dir: str, raster: str, backend: str) -> dict:
         session = prepare(bundle, backend)
         runner = _BlockRunner(bundle, session, grid, opts, src.nodata, src.count)
         first = grid.block(0, 0)
-        pool = runner.prepare(src, first, runner.slots[0]).packed[: len(first.tile_ys)]
+        slot = runner.prepare(src, first, runner.slots[0])
+        if runner.on_device:  # device sessions pack on the GPU, on the model thread
+            runner.pack(first, slot)
+        pool = slot.packed[: len(first.tile_ys)]
         pixels = src.width * src.height
-    batch = auto_batch(m.tile.size)
+    batch = runner.batch
     batches = [pool[i : i + batch] for i in range(0, len(pool), batch)]
-    session.run(batches[0])  # warm-up (lulc-infer pays its first call too, but inside a longer run)
+    for b in batches:  # warm-up: lulc-infer pays its first calls (and JAX its compiles) inside a longer run
+        session.run(b)
     done, i = 0, 0
     t0 = time.perf_counter()
     while done < total:
@@ -122,21 +126,15 @@ def cases_here() -> list[tuple[str, str, dict]]:
              ("onnx backend limit", "limit", {"backend": "onnx"})]
     import onnxruntime as ort
 
+    from lulc.runtime.backends.keras_backend import jax_gpu_available
+
     if "CUDAExecutionProvider" in ort.get_available_providers():
         cases += [("lulc-infer onnx CUDA", "infer", {"backend": "onnx"}), ("onnx CUDA limit", "limit", {"backend": "onnx"})]
-    if _has_jax_gpu():
+    if jax_gpu_available():
         env = {"KERAS_BACKEND": "jax"}
         cases += [("lulc-infer keras/jax GPU", "infer", {"backend": "keras", "env": env}),
                   ("keras/jax GPU limit", "limit", {"backend": "keras", "env": env})]
     return cases
-
-
-def _has_jax_gpu() -> bool:
-    try:
-        import jax
-    except ImportError:
-        return False
-    return any(d.platform == "gpu" for d in jax.devices())
 
 
 def run_case(case: str, bundle: str, raster: Path, work: Path, extra: dict) -> dict:

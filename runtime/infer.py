@@ -148,7 +148,7 @@ class _BlockRunner:
         self.session = session
         self.grid = grid
         self.opts = opts
-        self.batch = opts.batch_size or auto_batch(grid.size)
+        self.batch = opts.batch_size or getattr(session, "batch_size", None) or auto_batch(grid.size)
         self.nodata = np.nan if nodata is None else float(nodata)
         self.use_nodata = nodata is not None
         mean = np.asarray(m.normalization.mean, dtype=np.float32)
@@ -184,10 +184,11 @@ class _BlockRunner:
         read_padded(src, block.y0, block.x0, self.grid.acc_span, slot.raw_host[: self.bands])
         fill_indices(slot.raw_host, self.bands, self.index_pairs)
         if not self.on_device:
-            self._pack(block, slot)
+            self.pack(block, slot)
         return slot
 
-    def _pack(self, block: Block, slot: _Slot) -> None:
+    def pack(self, block: Block, slot: _Slot) -> None:
+        """Mask nodata and cut the block into normalised model tiles, where the slot's buffers live."""
         kx = self.kx
         kx.to_device(slot.raw_host, slot.raw)
         self.px.mask_nodata(slot.raw[: self.bands], self.nodata, self.use_nodata, slot.valid)
@@ -199,7 +200,7 @@ class _BlockRunner:
         """Run the model on the block's live tiles and blend them, with the carried strips, into ``slot.acc``."""
         kx, acc, ov = self.kx, slot.acc, self.grid.overlap
         if self.on_device:  # device kernels are queued from this one thread, in order
-            self._pack(block, slot)
+            self.pack(block, slot)
         n = len(block.tile_ys)
         live = np.flatnonzero(kx.to_host(slot.counts[:n]) > 0)  # all-nodata tiles never reach the model
         self.tiles_skipped += n - len(live)

@@ -19,6 +19,9 @@ BACKENDS = ("auto", "trt", "onnx", "keras")
 
 
 class Session(Protocol):
+    """Optional attributes: ``device_io`` (True: ``run`` takes and returns CUDA device arrays,
+    so the block pipeline keeps its buffers on the GPU) and ``batch_size`` (tiles per call)."""
+
     name: str
     #: what really runs (e.g. the execution provider), for logs and --json summaries
     device: str
@@ -28,13 +31,11 @@ class Session(Protocol):
 
 def prepare(bundle: Bundle, backend: str = "auto") -> Session:
     """Open the bundle's model on ``backend``; ``auto`` prefers a TensorRT engine built for
-    this GPU, then ONNX, then Keras."""
+    this GPU, then ONNX on CUDA, then Keras on a JAX GPU, then ONNX on CPU, then Keras."""
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        from lulc.runtime.backends import trt
-
-        backend = "trt" if trt.usable(bundle) else "onnx" if bundle.has("onnx") else "keras"
+        backend = _auto(bundle)
         logger.info("backend auto -> %s", backend)
     if backend == "trt":
         from lulc.runtime.backends.trt import open_bundle_engine
@@ -47,3 +48,16 @@ def prepare(bundle: Bundle, backend: str = "auto") -> Session:
     from lulc.runtime.backends.keras_backend import KerasSession
 
     return KerasSession(bundle)
+
+
+def _auto(bundle: Bundle) -> str:
+    from lulc.runtime.backends import keras_backend, ort, trt
+
+    if trt.usable(bundle):
+        return "trt"
+    onnx = bundle.has("onnx")
+    if onnx and ort.CUDA in ort.available_providers():
+        return "onnx"
+    if bundle.has("keras") and keras_backend.on_jax_gpu():
+        return "keras"
+    return "onnx" if onnx else "keras"

@@ -1,0 +1,137 @@
+"""Backends beyond the CPU default: onnxruntime IO binding, Keras on JAX, `auto`'s choice, and
+the zero-copy device hand-off (the last only on a real GPU with JAX and CuPy)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import rasterio
+
+from conftest import BANDS, synthetic_scene, write_raster
+from lulc.runtime import backends
+from lulc.runtime.backends import device_arrays, keras_backend, ort, trt
+from lulc.runtime.bundle import Bundle
+from test_runtime_no_tf import _run
+
+
+def _tiles(bundle: Bundle, n: int = 3) -> np.ndarray:
+    size = bundle.manifest.tile.size
+    rng = np.random.default_rng(0)
+    return rng.normal(0, 1, (n, size, size, len(bundle.manifest.input.bands))).astype(np.float32)
+
+
+def test_ort_bound_run_equals_plain_run(trained_bundle):
+    """The IO-binding path (raw pointer in, onnxruntime-allocated output) that the CUDA provider
+    uses, exercised on the CPU device: same probabilities as a plain run."""
+    bundle = Bundle.load(trained_bundle)
+    session = ort.OrtSession(bundle, providers=["CPUExecutionProvider"])
+    assert not session.device_io
+    tiles = _tiles(bundle)
+    bound = session.run_bound(tiles, "cpu", tiles.ctypes.data)
+    np.testing.assert_array_equal(bound.numpy(), session.run(tiles))
+    assert bound.device_name() == "cpu"
+
+
+class _Cai:
+    def __init__(self, shape, strides):
+        self.__cuda_array_interface__ = {"shape": shape, "strides": strides, "typestr": "<f4",
+                                         "data": (4096, False), "version": 3}
+
+
+def test_cuda_pointer_takes_only_contiguous_arrays():
+    assert device_arrays.cuda_pointer(_Cai((2, 3), None)) == 4096
+    assert device_arrays.cuda_pointer(_Cai((2, 3), (12, 4))) == 4096
+    with pytest.raises(ValueError, match="C-contiguous"):
+        device_arrays.cuda_pointer(_Cai((2, 3), (4, 8)))
+
+
+@pytest.mark.slow
+def test_keras_backend_on_jax_without_tensorflow(trained_bundle, tmp_path):
+    """`--backend keras` where TensorFlow cannot be imported: Keras is put on JAX (jitted), and
+    the map equals the ONNX backend's."""
+    pytest.importorskip("jax")
+    image, _ = synthetic_scene(70, 90, seed=3)
+    src = write_raster(tmp_path / "in.tif", image, descriptions=BANDS)
+    outs = {name: tmp_path / f"{name}.tif" for name in ("keras", "onnx")}
+    proc = _run(f"""
+        import os
+        os.environ.pop("KERAS_BACKEND", None)
+        from lulc.runtime.infer import InferOptions, run_inference
+        s = run_inference({str(trained_bundle)!r}, {str(src)!r}, {str(outs['keras'])!r},
+                          InferOptions(backend="keras", progress=False))
+        assert s.device == "keras/jax", s.device
+        assert not any(m.startswith("tensorflow") for m in sys.modules)
+        print("ran on", s.device)
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert "ran on keras/jax" in proc.stdout
+    from lulc.runtime.infer import InferOptions, run_inference
+
+    run_inference(trained_bundle, src, outs["onnx"], InferOptions(backend="onnx", progress=False))
+    with rasterio.open(outs["keras"]) as a, rasterio.open(outs["onnx"]) as b:
+        agree = (a.read(1) == b.read(1)).mean()
+    assert agree >= 0.999
+
+
+def test_auto_prefers_gpu_engines(trained_bundle, monkeypatch):
+    """auto: a usable TensorRT engine, then ONNX on CUDA, then Keras on a JAX GPU, then ONNX on CPU."""
+    bundle = Bundle.load(trained_bundle)
+    monkeypatch.setattr(trt, "usable", lambda b: False)
+    monkeypatch.setattr(ort, "available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(keras_backend, "on_jax_gpu", lambda: False)
+    assert backends._auto(bundle) == "onnx"
+    monkeypatch.setattr(keras_backend, "on_jax_gpu", lambda: True)
+    assert backends._auto(bundle) == "keras"
+    monkeypatch.setattr(ort, "available_providers", lambda: [ort.CUDA, "CPUExecutionProvider"])
+    assert backends._auto(bundle) == "onnx"
+    monkeypatch.setattr(trt, "usable", lambda b: True)
+    assert backends._auto(bundle) == "trt"
+
+
+def test_jax_gpu_check_does_not_import_jax_without_a_cuda_plugin():
+    proc = _run("""
+        from lulc.runtime.backends.keras_backend import jax_gpu_available
+        import importlib.metadata as md
+        has_plugin = any((d.metadata["Name"] or "").lower().startswith(("jax-cuda", "jax_cuda"))
+                         for d in md.distributions())
+        print(jax_gpu_available(), has_plugin, "jax" in sys.modules)
+        """)
+    assert proc.returncode == 0, proc.stderr
+    available, has_plugin, imported = proc.stdout.split()
+    if has_plugin == "False":
+        assert (available, imported) == ("False", "False")
+
+
+def _real_gpu() -> str | None:
+    """Why the device hand-off cannot run here, or None where it can."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM"):
+        return "Numba's CUDA simulator has no device memory to hand over"
+    try:
+        import cupy  # noqa: F401
+        from numba import cuda
+    except ImportError:
+        return "needs CuPy and numba.cuda (the lent GPU machine has both)"
+    if not cuda.is_available():
+        return "needs a CUDA GPU (run on the lent GPU machine)"
+    if not keras_backend.jax_gpu_available():
+        return "needs JAX with its CUDA plugin"
+    return None
+
+
+@pytest.mark.skipif(_real_gpu() is not None, reason=str(_real_gpu()))
+def test_device_arrays_cross_to_jax_and_back_without_copies():
+    """Numba device tiles reach JAX as the same device memory, and a JAX result comes back
+    as a Numba view that our blend kernels can take."""
+    import jax
+    from numba import cuda
+
+    tiles = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
+    on_device = cuda.to_device(tiles)
+    x = jax.dlpack.from_dlpack(device_arrays.to_dlpack(on_device))
+    assert x.unsafe_buffer_pointer() == device_arrays.cuda_pointer(on_device)
+    y = jax.jit(lambda a: jax.nn.softmax(a * 2.0, axis=-1))(x)
+    back = device_arrays.from_dlpack(y.block_until_ready())
+    assert device_arrays.cuda_pointer(back) == y.unsafe_buffer_pointer()
+    expect = np.exp(tiles * 2.0) / np.exp(tiles * 2.0).sum(-1, keepdims=True)
+    np.testing.assert_allclose(back.copy_to_host(), expect, rtol=1e-5, atol=1e-6)
