@@ -1,5 +1,5 @@
 """Temporal models end to end on a tiny simulated stack with cloud gaps: train one epoch,
-export ONNX within 1e-4 of Keras, and classify the stack with lulc-infer (georeference kept)."""
+export ONNX and TF.js within 1e-4 of Keras, and classify the stack with lulc-infer (georeference kept)."""
 from __future__ import annotations
 
 import numpy as np
@@ -33,6 +33,7 @@ def _train(sim, out, arch, **extra):
 @pytest.mark.parametrize("arch", list(ARCH_OPTIONS))
 def test_train_export_infer(sim, tmp_path, arch):
     from lulc.export.onnx import export_onnx
+    from lulc.export.tfjs import export_tfjs
     from lulc.runtime.infer import InferOptions, run_inference
 
     bundle = _train(sim, tmp_path / arch, arch)
@@ -42,6 +43,8 @@ def test_train_export_infer(sim, tmp_path, arch):
     assert np.isnan(bundle.load_samples()).any(), "parity samples must include missing dates"
     figures = export_onnx(bundle)["onnx"]
     assert figures["max_abs_diff"] <= 1e-4
+    # unrolled hand-written cells are plain graphs: no while-loop ops for tfjs to choke on
+    assert export_tfjs(bundle)["tfjs"]["max_abs_diff"] <= 1e-4
     out = tmp_path / "map.tif"
     run_inference(bundle.root, sim["stack"], out, InferOptions(backend="onnx", progress=False))
     with rasterio.open(out) as dst, rasterio.open(sim["stack"]) as src:
