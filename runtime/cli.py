@@ -84,7 +84,7 @@ def main(verbose: int, quiet: int) -> None:
 
 @click.command("infer")
 @click.argument("bundle", type=click.Path())
-@click.argument("input", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="Output class-map GeoTIFF (COG).")
 @click.option("--backend", type=click.Choice(["auto", "trt", "onnx", "keras"]), default="auto", show_default=True)
 @click.option("--tile", type=int, default=None, help="Tile size in px (default: the bundle's).")
@@ -99,16 +99,20 @@ def main(verbose: int, quiet: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON run summary on stdout.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @handle_errors
-def infer(bundle, input, output, backend, tile, overlap, batch_size, probabilities, confidence, quicklook,
+def infer(bundle, inputs, output, backend, tile, overlap, batch_size, probabilities, confidence, quicklook,
           overwrite, resume, as_json, progress):
-    """Classify INPUT with the model BUNDLE and write a georeferenced class map."""
+    """Classify INPUTS with the model BUNDLE and write a georeferenced class map.
+
+    INPUTS is one raster, or several co-registered rasters whose bands are stacked in the
+    order given (as they were given to `lulc train --image`).
+    """
     from lulc.runtime.infer import InferOptions, run_inference, summary_json
     from lulc.runtime.quicklook import write_quicklook
 
     opts = InferOptions(backend=backend, tile=tile, overlap=overlap, batch_size=batch_size,
                         probabilities=probabilities, confidence=confidence, overwrite=overwrite,
                         resume=resume, progress=progress)
-    summary = run_inference(bundle, input, output, opts)
+    summary = run_inference(bundle, inputs, output, opts)
     if quicklook:
         write_quicklook(output, quicklook)
     if as_json:

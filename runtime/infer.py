@@ -12,6 +12,7 @@ import os
 import resource
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from lulc.runtime import kernels
 from lulc.runtime.temporal_kernels import kernels_for
 from lulc.runtime.backends import Session, prepare
+from lulc.runtime.bandstack import write_band_stack
 from lulc.runtime.bundle import Bundle
 from lulc.runtime.errors import InputRasterError
 from lulc.runtime.indices import fill_indices, index_bands
@@ -240,13 +242,31 @@ class _BlockRunner:
         return bands
 
 
-def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike,
-                  opts: InferOptions | None = None) -> RunSummary:
-    """Classify ``input_path`` with the bundle and write a COG class map to ``output_path``."""
+def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike | Sequence[str | os.PathLike],
+                  output_path: str | os.PathLike, opts: InferOptions | None = None) -> RunSummary:
+    """Classify ``input_path`` with the bundle and write a COG class map to ``output_path``.
+
+    Several co-registered rasters (as given to ``lulc train --image``) are classified as
+    one stack of their bands, in order.
+    """
     opts = opts or InferOptions()
     bundle = Bundle.load(bundle_dir)
-    m = bundle.manifest
     final = check_output(output_path, overwrite=opts.overwrite or opts.resume)
+    inputs = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
+    if len(inputs) == 1:
+        return _run(bundle, inputs[0], final, opts, str(Path(inputs[0]).resolve()))
+    stacked = temp_path(final, "inputs.vrt")
+    try:
+        summary = _run(bundle, write_band_stack(inputs, stacked), final, opts,
+                       "+".join(str(Path(p).resolve()) for p in inputs))
+    finally:
+        stacked.unlink(missing_ok=True)
+    summary.input = ", ".join(map(str, inputs))
+    return summary
+
+
+def _run(bundle: Bundle, input_path: str | os.PathLike, final: Path, opts: InferOptions, input_key: str) -> RunSummary:
+    m = bundle.manifest
     size = opts.tile or m.tile.size
     overlap = m.tile.overlap if opts.overlap is None else opts.overlap
     if size % m.tile.divisor:
@@ -261,7 +281,7 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike, 
         session = prepare(bundle, opts.backend)
         grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
         runner = _BlockRunner(bundle, session, grid, opts, input_nodata(src, m.input), src.count)
-        resume = _Resume(final, {"model": bundle.fingerprint(), "input": str(Path(input_path).resolve()),
+        resume = _Resume(final, {"model": bundle.fingerprint(), "input": input_key,
                                  "tile": size, "overlap": overlap, "block_px": opts.block_px,
                                  "probabilities": opts.probabilities, "confidence": opts.confidence})
         if opts.resume:

@@ -119,3 +119,29 @@ def test_quicklook_png_uses_class_colours(trained_bundle, odd_raster, tmp_path):
     opaque = {tuple(p[:3]) for p in rgba[rgba[..., 3] == 255].reshape(-1, 4)}
     assert opaque <= colours
     assert (rgba[25, 50, 3] == 0)  # nodata is transparent
+
+
+def test_several_inputs_are_stacked_in_order(trained_bundle, odd_raster, tmp_path):
+    """The bands split over two files (as trained with `--image a --image b`) classify exactly
+    like the one 4-band file; wrong order, another grid or another nodata are one-line errors."""
+    path, image = odd_raster
+    with rasterio.open(path) as src:
+        transform = src.transform
+    a = write_raster(tmp_path / "a.tif", image[:2], descriptions=BANDS[:2], transform=transform)
+    b = write_raster(tmp_path / "b.tif", image[2:], descriptions=BANDS[2:], transform=transform)
+    one, two = tmp_path / "one.tif", tmp_path / "two.tif"
+    assert _invoke(trained_bundle, path, "-o", one).exit_code == 0
+    assert _invoke(trained_bundle, a, b, "-o", two).exit_code == 0
+    with rasterio.open(one) as x, rasterio.open(two) as y:
+        np.testing.assert_array_equal(x.read(), y.read())
+        assert y.transform == transform
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif", "odd.tif", "one.tif", "two.tif"]
+
+    shifted = write_raster(tmp_path / "shifted.tif", image[2:], descriptions=BANDS[2:])
+    other_nodata = write_raster(tmp_path / "nd.tif", image[2:], descriptions=BANDS[2:], transform=transform, nodata=9)
+    for args, message in [((b, a), "band names B04, B08, B02, B03 differ"),
+                          ((a, shifted), "is not on the grid of"),
+                          ((a, other_nodata), "different nodata values")]:
+        result = _invoke(trained_bundle, *args, "-o", tmp_path / "bad.tif")
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert not list(tmp_path.glob("*bad*"))

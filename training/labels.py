@@ -167,7 +167,8 @@ def prepare_labels(
     """
     from rasterio.vrt import WarpedVRT
 
-    from lulc.training.sources import open_raster, same_grid
+    from lulc.runtime.bandstack import same_grid
+    from lulc.training.sources import open_raster
 
     staged = staging / "labels.tif"
     if is_vector(labels):

@@ -17,13 +17,10 @@ from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from lulc.runtime.bandstack import same_grid, stack_band_names
 from lulc.runtime.errors import LulcError
 from lulc.runtime.indices import append_indices, index_bands
 from lulc.runtime.rasters import open_raster
-
-
-def same_grid(a, b) -> bool:
-    return (a.width, a.height, a.crs) == (b.width, b.height, b.crs) and a.transform.almost_equals(b.transform)
 
 
 def valid_mask(raw: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -55,10 +52,7 @@ class RasterStack:
                           resampling=rasterio.enums.Resampling.bilinear))
         self.paths = [str(Path(p).resolve()) for p in paths]
         self.name = Path(paths[0]).name
-        self.bands = []
-        for i, src in enumerate(self.sources):
-            prefix = f"r{i + 1}_" if len(self.sources) > 1 else ""
-            self.bands += [d or f"{prefix}band{j}" for j, d in enumerate(src.descriptions, start=1)]
+        self.bands = stack_band_names(self.sources)
         if len({b.lower() for b in self.bands}) != len(self.bands):
             self.close()
             raise LulcError(f"band names repeat across the input rasters ({', '.join(self.bands)}); rename them")
