@@ -84,7 +84,7 @@ def case_limit(bundle_dir: str, raster: str, backend: str) -> dict:
     """The backend alone: the grid's tile count through ``session.run`` on pre-packed tiles."""
     import rasterio
 
-    from lulc.runtime.backends import prepare
+    from lulc.runtime.backends import prepare, run_all
     from lulc.runtime.bundle import Bundle
     from lulc.runtime.infer import InferOptions, _BlockRunner
     from lulc.runtime.tiling import make_grid
@@ -105,15 +105,14 @@ def case_limit(bundle_dir: str, raster: str, backend: str) -> dict:
         pixels = src.width * src.height
     batch = runner.batch
     batches = [pool[i : i + batch] for i in range(0, len(pool), batch)]
-    for b in batches:  # warm-up: lulc-infer pays its first calls (and JAX its compiles) inside a longer run
-        session.run(b)
-    done, i = 0, 0
+    list(run_all(session, batches))  # warm-up: lulc-infer pays its first calls (and JAX its compiles) inside a longer run
+    timed, done = [], 0
+    while done < total:  # the grid's tile count, in the session's batches, as lulc-infer calls it
+        timed.append(batches[len(timed) % len(batches)][: total - done])
+        done += len(timed[-1])
     t0 = time.perf_counter()
-    while done < total:
-        b = batches[i % len(batches)][: total - done]
-        session.run(b)
-        done += len(b)
-        i += 1
+    for _ in run_all(session, timed):
+        pass
     return {"seconds": time.perf_counter() - t0, "pixels": pixels, "device": session.device}
 
 

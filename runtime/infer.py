@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from lulc.runtime import kernels
 from lulc.runtime.temporal_kernels import kernels_for
-from lulc.runtime.backends import Session, prepare
+from lulc.runtime.backends import Session, prepare, run_all
 from lulc.runtime.bandstack import write_band_stack
 from lulc.runtime.bundle import Bundle
 from lulc.runtime.errors import InputRasterError
@@ -206,8 +206,9 @@ class _BlockRunner:
         n = len(block.tile_ys)
         live = np.flatnonzero(kx.to_host(slot.counts[:n]) > 0)  # all-nodata tiles never reach the model
         self.tiles_skipped += n - len(live)
-        for a, b in batch_runs(live, self.batch):
-            probs = self.session.run(slot.packed[a:b])
+        runs = list(batch_runs(live, self.batch))
+        # the next batches run while this thread blends the finished ones
+        for (a, b), probs in zip(runs, run_all(self.session, [slot.packed[a:b] for a, b in runs])):
             kx.blend_accumulate(probs, block.tile_ys[a:b], block.tile_xs[a:b], self.weight, acc)
             self.tiles_run += b - a
         if not ov:

@@ -135,3 +135,21 @@ def test_device_arrays_cross_to_jax_and_back_without_copies():
     assert device_arrays.cuda_pointer(back) == y.unsafe_buffer_pointer()
     expect = np.exp(tiles * 2.0) / np.exp(tiles * 2.0).sum(-1, keepdims=True)
     np.testing.assert_allclose(back.copy_to_host(), expect, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_split_keeps_every_core_busy():
+    assert ort.cpu_split(1) == (1, 1)
+    assert ort.cpu_split(2) == (2, 1)
+    assert ort.cpu_split(16) == (ort.MAX_CALLERS, 16 // ort.MAX_CALLERS)
+
+
+def test_concurrent_calls_return_results_in_order(trained_bundle, monkeypatch):
+    """`run_all` on a CPU session with several callers gives each batch its own output, in order."""
+    monkeypatch.setattr(ort.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    bundle = Bundle.load(trained_bundle)
+    session = ort.OrtSession(bundle, providers=["CPUExecutionProvider"])
+    batches = [_tiles(bundle, n) * (i + 1) for i, n in enumerate((1, 3, 2, 1, 2, 3))]
+    outs = list(backends.run_all(session, batches))
+    assert [len(o) for o in outs] == [1, 3, 2, 1, 2, 3]
+    for batch, out in zip(batches, outs):
+        np.testing.assert_array_equal(out, session.run(batch))

@@ -6,6 +6,7 @@ NHWC float32 batch to class probabilities. ``auto`` picks the fastest one availa
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -19,14 +20,21 @@ BACKENDS = ("auto", "trt", "onnx", "keras")
 
 
 class Session(Protocol):
-    """Optional attributes: ``device_io`` (True: ``run`` takes and returns CUDA device arrays,
-    so the block pipeline keeps its buffers on the GPU) and ``batch_size`` (tiles per call)."""
+    """Optional: ``device_io`` (True: ``run`` takes and returns CUDA device arrays, so the block
+    pipeline keeps its buffers on the GPU), ``batch_size`` (tiles per call) and ``map``
+    (``run`` over several batches, results in order, e.g. concurrently; see :func:`run_all`)."""
 
     name: str
     #: what really runs (e.g. the execution provider), for logs and --json summaries
     device: str
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def run_all(session: Session, batches: Iterable) -> Iterator:
+    """The session's outputs for ``batches`` in order, concurrently where the session can."""
+    many = getattr(session, "map", None)
+    return many(batches) if many else map(session.run, batches)
 
 
 def prepare(bundle: Bundle, backend: str = "auto") -> Session:

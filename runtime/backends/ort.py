@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
@@ -13,6 +16,20 @@ from lulc.runtime.errors import BackendUnavailable
 logger = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
+#: concurrent CPU calls at most; the cores are split between them
+MAX_CALLERS = 4
+
+
+def cpu_split(cores: int) -> tuple[int, int]:
+    """(concurrent calls, intra-op threads each) for ``cores`` CPU cores.
+
+    Independent single-threaded calls beat one call split over the cores: a call's parallel
+    sections wait for their slowest thread, and on a box where our reader and writer threads
+    also need the cores, one preempted thread stalls the whole call (2 cores, 13-band U-Net:
+    two 1-thread callers ran 12-15 % more tiles per second than one 2-thread session).
+    """
+    callers = max(1, min(cores, MAX_CALLERS))
+    return callers, max(1, cores // callers)
 
 
 def available_providers() -> list[str]:
@@ -31,6 +48,7 @@ class OrtSession:
         # Idle onnxruntime threads spin by default; that steals the cores our reader and
         # writer threads need between model calls (measured slower on 2 busy cores).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        callers, opts.intra_op_num_threads = cpu_split(len(os.sched_getaffinity(0)))
         wanted = providers or [p for p in (CUDA, "CPUExecutionProvider") if p in available_providers()]
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
@@ -42,7 +60,13 @@ class OrtSession:
         self.device_io = self.device == CUDA
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+        # concurrent calls only on CPU; a GPU session gets its batches in stream order
+        self._callers = None if self.device_io or callers == 1 else ThreadPoolExecutor(callers, "lulc-onnx")
         logger.info("onnxruntime providers: %s", self.session.get_providers())
+
+    def map(self, batches: Iterable) -> Iterator:
+        """``run`` over ``batches``, results in order; on CPU several calls run at once."""
+        return self._callers.map(self.run, batches) if self._callers else map(self.run, batches)
 
     def run(self, batch):
         """Class probabilities of a normalised batch: NumPy in and out on CPU, Numba device
