@@ -135,6 +135,7 @@ def _to_cog(work: Path, final: Path) -> None:
             overview_resampling="mode",
             blocksize=512,
             BIGTIFF="IF_SAFER",
+            NUM_THREADS="ALL_CPUS",  # the model is done by now: compress on every core
         )
         os.replace(staged, final)
     finally:
