@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
+import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -62,11 +62,17 @@ class RunSummary:
     device: str
     tiles_run: int
     tiles_skipped: int
-    peak_rss_mb: float
+    peak_rss_mb: float | None  # None where the OS does not report it (Windows)
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process: ``ru_maxrss`` is KiB on Linux, bytes on macOS."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 class _Resume:
@@ -305,7 +311,7 @@ def _run(bundle: Bundle, input_path: str | os.PathLike, final: Path, opts: Infer
         seconds = time.perf_counter() - t0
         pixels = src.width * src.height
     summary = RunSummary(str(input_path), str(final), pixels, round(seconds, 3), round(pixels / 1e6 / seconds, 3),
-                         session.name, session.device, runner.tiles_run, runner.tiles_skipped, round(peak_rss_mb(), 1))
+                         session.name, session.device, runner.tiles_run, runner.tiles_skipped, peak_rss_mb())
     logger.info("classified %s px in %.1f s (%.2f MPix/s) with %s", pixels, seconds, summary.mpix_per_s, session.device)
     return summary
 

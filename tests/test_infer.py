@@ -145,3 +145,17 @@ def test_several_inputs_are_stacked_in_order(trained_bundle, odd_raster, tmp_pat
         result = _invoke(trained_bundle, *args, "-o", tmp_path / "bad.tif")
         assert result.exit_code == 1 and message in result.output, result.output
         assert not list(tmp_path.glob("*bad*"))
+
+
+def test_json_summary(trained_bundle, odd_raster, tmp_path):
+    import json
+
+    path, _ = odd_raster
+    result = _invoke(trained_bundle, path, "-o", tmp_path / "map.tif", "--json", "--backend", "onnx")
+    assert result.exit_code == 0
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["pixels"] == 150 * 203 and summary["backend"] == "onnx"
+    assert summary["device"] == "CPUExecutionProvider"
+    assert summary["mpix_per_s"] == pytest.approx(summary["pixels"] / 1e6 / summary["seconds"], rel=0.01)
+    assert 50 < summary["peak_rss_mb"] < 4096  # MB on Linux, not KiB
+    assert summary["tiles_run"] > 0

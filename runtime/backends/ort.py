@@ -20,6 +20,13 @@ CUDA = "CUDAExecutionProvider"
 MAX_CALLERS = 4
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask on Linux; macOS and Windows lack one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def cpu_split(cores: int) -> tuple[int, int]:
     """(concurrent calls, intra-op threads each) for ``cores`` CPU cores.
 
@@ -48,7 +55,7 @@ class OrtSession:
         # Idle onnxruntime threads spin by default; that steals the cores our reader and
         # writer threads need between model calls (measured slower on 2 busy cores).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        callers, opts.intra_op_num_threads = cpu_split(len(os.sched_getaffinity(0)))
+        callers, opts.intra_op_num_threads = cpu_split(usable_cores())
         wanted = providers or [p for p in (CUDA, "CPUExecutionProvider") if p in available_providers()]
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
