@@ -261,18 +261,16 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike |
     final = check_output(output_path, overwrite=opts.overwrite or opts.resume)
     inputs = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
     if len(inputs) == 1:
-        return _run(bundle, inputs[0], final, opts, str(Path(inputs[0]).resolve()))
+        return _run(bundle, inputs[0], inputs, final, opts)
     stacked = temp_path(final, "inputs.vrt")
     try:
-        summary = _run(bundle, write_band_stack(inputs, stacked), final, opts,
-                       "+".join(str(Path(p).resolve()) for p in inputs))
+        return _run(bundle, write_band_stack(inputs, stacked), inputs, final, opts)
     finally:
         stacked.unlink(missing_ok=True)
-    summary.input = ", ".join(map(str, inputs))
-    return summary
 
 
-def _run(bundle: Bundle, input_path: str | os.PathLike, final: Path, opts: InferOptions, input_key: str) -> RunSummary:
+def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, opts: InferOptions) -> RunSummary:
+    """Classify ``source``: the one input raster, or the VRT stacking ``inputs``."""
     m = bundle.manifest
     size = opts.tile or m.tile.size
     overlap = m.tile.overlap if opts.overlap is None else opts.overlap
@@ -284,11 +282,11 @@ def _run(bundle: Bundle, input_path: str | os.PathLike, final: Path, opts: Infer
         raise InputRasterError(f"--batch-size must be at least 1, got {opts.batch_size}")
     t0 = time.perf_counter()
     # a small fixed GDAL block cache: its default (5 % of RAM) would grow with the raster size
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_input(input_path, m.input) as src:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_input(source, m.input) as src:
         session = prepare(bundle, opts.backend)
         grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
         runner = _BlockRunner(bundle, session, grid, opts, input_nodata(src, m.input), src.count)
-        resume = _Resume(final, {"model": bundle.fingerprint(), "input": input_key,
+        resume = _Resume(final, {"model": bundle.fingerprint(), "input": "+".join(str(Path(p).resolve()) for p in inputs),
                                  "tile": size, "overlap": overlap, "block_px": opts.block_px,
                                  "probabilities": opts.probabilities, "confidence": opts.confidence})
         if opts.resume:
@@ -310,7 +308,7 @@ def _run(bundle: Bundle, input_path: str | os.PathLike, final: Path, opts: Infer
         resume.clear()
         seconds = time.perf_counter() - t0
         pixels = src.width * src.height
-    summary = RunSummary(str(input_path), str(final), pixels, round(seconds, 3), round(pixels / 1e6 / seconds, 3),
+    summary = RunSummary(", ".join(map(str, inputs)), str(final), pixels, round(seconds, 3), round(pixels / 1e6 / seconds, 3),
                          session.name, session.device, runner.tiles_run, runner.tiles_skipped, peak_rss_mb())
     logger.info("classified %s px in %.1f s (%.2f MPix/s) with %s", pixels, seconds, summary.mpix_per_s, session.device)
     return summary
