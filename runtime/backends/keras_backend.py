@@ -5,6 +5,7 @@ when ``KERAS_BACKEND`` names another backend, so this stays usable on TF-free in
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -36,11 +37,16 @@ def default_to_jax() -> None:
         os.environ["KERAS_BACKEND"] = "jax"
 
 
+def jax_cuda_plugin_installed() -> bool:
+    """Whether a JAX CUDA plugin distribution is installed, read from metadata without importing JAX."""
+    return any((d.metadata["Name"] or "").lower().startswith(("jax-cuda", "jax_cuda"))
+               for d in importlib.metadata.distributions())
+
+
+@functools.cache  # `auto` and the session both ask; the answer cannot change in a process
 def jax_gpu_available() -> bool:
     """A JAX CUDA plugin is installed and sees a GPU (the plugin check keeps CPU boxes from importing JAX)."""
-    plugins = [d for d in importlib.metadata.distributions()
-               if (d.metadata["Name"] or "").lower().startswith(("jax-cuda", "jax_cuda"))]
-    if not plugins:
+    if not jax_cuda_plugin_installed():
         return False
     import jax
 
