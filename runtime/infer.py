@@ -10,8 +10,9 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -204,17 +205,24 @@ class _BlockRunner:
         self.px.pack_tiles(slot.raw, slot.valid, block.tile_ys, block.tile_xs, self.mean, self.inv_std,
                       slot.packed[:n], slot.counts[:n])
 
-    def compute(self, block: Block, slot: _Slot) -> None:
-        """Run the model on the block's live tiles and blend them, with the carried strips, into ``slot.acc``."""
-        kx, acc, ov = self.kx, slot.acc, self.grid.overlap
+    def launch(self, block: Block, slot: _Slot) -> tuple[list, Iterator]:
+        """Queue the block's live tiles on the model; the results come back in order.
+
+        Called for the next block before the current one is blended, so the model's callers
+        never wait on a block boundary (blending, carried strips, the next read).
+        """
         if self.on_device:  # device kernels are queued from this one thread, in order
             self.pack(block, slot)
         n = len(block.tile_ys)
-        live = np.flatnonzero(kx.to_host(slot.counts[:n]) > 0)  # all-nodata tiles never reach the model
+        live = np.flatnonzero(self.kx.to_host(slot.counts[:n]) > 0)  # all-nodata tiles never reach the model
         self.tiles_skipped += n - len(live)
         runs = list(batch_runs(live, self.batch))
-        # the next batches run while this thread blends the finished ones
-        for (a, b), probs in zip(runs, run_all(self.session, [slot.packed[a:b] for a, b in runs])):
+        return runs, run_all(self.session, [slot.packed[a:b] for a, b in runs])
+
+    def compute(self, block: Block, slot: _Slot, launched: tuple[list, Iterator]) -> None:
+        """Blend the block's model results (from :meth:`launch`), with the carried strips, into ``slot.acc``."""
+        kx, acc, ov = self.kx, slot.acc, self.grid.overlap
+        for (a, b), probs in zip(*launched):
             kx.blend_accumulate(probs, block.tile_ys[a:b], block.tile_xs[a:b], self.weight, acc)
             self.tiles_run += b - a
         if not ov:
@@ -281,8 +289,11 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, o
     if opts.batch_size is not None and opts.batch_size < 1:
         raise InputRasterError(f"--batch-size must be at least 1, got {opts.batch_size}")
     t0 = time.perf_counter()
-    # a small fixed GDAL block cache: its default (5 % of RAM) would grow with the raster size
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_input(source, m.input) as src:
+    threading.Thread(target=kernels.warm_up, name="lulc-warm-up", daemon=True).start()
+    # A small fixed GDAL block cache: its default (5 % of RAM) would grow with the raster size.
+    # Uncompressed GeoTIFFs are read straight into our buffer, bypassing that cache (half the
+    # CPU time of a cached read; compressed files ignore the option).
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GTIFF_DIRECT_IO=True), open_input(source, m.input) as src:
         session = prepare(bundle, opts.backend)
         grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
         runner = _BlockRunner(bundle, session, grid, opts, input_nodata(src, m.input), src.count)
@@ -327,13 +338,15 @@ def _stream(runner: _BlockRunner, src, dst, blocks: list[Block], reader, writer,
 
     reads = [reader.submit(runner.prepare, src, b, s) for b, s in zip(blocks[:2], runner.slots)]
     row_writes = []
+    queued = runner.launch(blocks[0], reads[0].result()) if blocks else None
     for i, block in enumerate(blocks):
-        slot = reads[i].result()
+        slot, launched = reads[i].result(), queued
         try:
-            runner.compute(block, slot)
+            if i + 1 < len(blocks):  # the next block's tiles queue behind this block's
+                queued = runner.launch(blocks[i + 1], reads[i + 1].result())
+            runner.compute(block, slot, launched)
         except BaseException:
-            for f in reads[i + 1 :]:
-                f.cancel()
+            _cancel(reads[i + 1 :], launched, queued)
             raise
         if runner.on_device:  # device kernels stay queued in order on this thread
             job = writer.submit(write_block, dst, _window(block), runner.finalize(block, slot))
@@ -352,6 +365,14 @@ def _stream(runner: _BlockRunner, src, dst, blocks: list[Block], reader, writer,
         bar.update(1)
     for w in row_writes:
         w.result()
+
+
+def _cancel(reads: list, *queued: tuple[list, Iterator]) -> None:
+    """Drop work not yet started: pending reads and queued model batches."""
+    for f in reads:
+        f.cancel()
+    for _, results in queued:
+        getattr(results, "close", lambda: None)()
 
 
 def _window(block: Block) -> Window:

@@ -154,6 +154,26 @@ def finalize(
                 confidence[y, x] = np.uint8(min(best_v / wsum, 1.0) * PROB_SCALE + 0.5)
 
 
+def warm_up() -> None:
+    """Load (or compile) each kernel once, on a few pixels, with the argument types the runtime uses.
+
+    A process's first Numba call pays Numba's own start-up (LLVM, cache loading): about half a
+    second. The runtime runs this on a thread at start so that cost overlaps opening the model
+    and reading the first block instead of delaying the first model call.
+    """
+    block = np.zeros((1, 2, 2), np.float32)
+    valid = np.empty((2, 2), np.bool_)
+    mask_nodata(block, 0.0, True, valid)
+    origin = np.zeros(1, np.int64)
+    scale = np.ones(1, np.float32)
+    tiles = np.empty((1, 2, 2, 1), np.float32)
+    pack_tiles(block, valid, origin, origin, scale, scale, tiles, np.empty(1, np.int64))
+    acc = np.zeros((2, 2, 2), np.float32)
+    blend_accumulate(tiles, origin, origin, np.ones((2, 2), np.float32), acc)
+    pixels = np.empty((2, 2), np.uint8)
+    finalize(acc, valid, pixels, np.empty((1, 2, 2), np.uint8), pixels, False, False)
+
+
 def reference_mask(block, nodata, use_nodata):
     """NumPy definition of :func:`mask_nodata` (returns valid)."""
     bad = np.isnan(block).any(0)

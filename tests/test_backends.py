@@ -3,6 +3,9 @@ the zero-copy device hand-off (the last only on a real GPU with JAX and CuPy).""
 from __future__ import annotations
 
 import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -153,3 +156,22 @@ def test_concurrent_calls_return_results_in_order(trained_bundle, monkeypatch):
     assert [len(o) for o in outs] == [1, 3, 2, 1, 2, 3]
     for batch, out in zip(batches, outs):
         np.testing.assert_array_equal(out, session.run(batch))
+
+
+def test_closing_queued_calls_drops_those_not_started():
+    """A failed block must not leave the next block's batches running on the model."""
+    gate, started = threading.Event(), []
+
+    def call(i):
+        started.append(i)
+        gate.wait(10)
+        return i
+
+    with ThreadPoolExecutor(1) as pool:
+        queued = ort.InOrder([pool.submit(call, i) for i in range(4)])
+        while not started:  # call 0 runs; 1-3 wait in the queue
+            time.sleep(0.001)
+        queued.close()
+        gate.set()
+    assert started == [0]
+    assert list(queued) == []

@@ -160,3 +160,22 @@ def test_json_summary(trained_bundle, odd_raster, tmp_path):
     assert mpix / (s + 5e-4) - 5e-4 <= summary["mpix_per_s"] <= mpix / (s - 5e-4) + 5e-4
     assert 50 < summary["peak_rss_mb"] < 4096  # MB on Linux, not KiB
     assert summary["tiles_run"] > 0
+
+
+def test_storage_layout_does_not_change_the_map(trained_bundle, odd_raster, tmp_path):
+    """Uncompressed tiled files are read past GDAL's block cache; compressed strips through it."""
+    path, image = odd_raster
+    with rasterio.open(path) as src:
+        profile = src.profile
+    layouts = {"tiled": {"tiled": True, "blockxsize": 64, "blockysize": 64, "interleave": "pixel"},
+               "deflate": {"compress": "deflate", "interleave": "band", "blockysize": 7}}
+    maps = {}
+    for name, layout in layouts.items():
+        copy = tmp_path / f"{name}.tif"
+        with rasterio.open(copy, "w", **{**profile, **layout}) as dst:
+            dst.write(image)
+        assert _invoke(trained_bundle, copy, "-o", tmp_path / f"{name}-map.tif").exit_code == 0
+        with rasterio.open(tmp_path / f"{name}-map.tif") as out:
+            maps[name] = out.read(1)
+    np.testing.assert_array_equal(maps["tiled"], maps["deflate"])
+    assert (maps["tiled"] != NODATA_CLASS).mean() > 0.9

@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import BANDS, synthetic_scene, write_raster
 from lulc.runtime import kernels
 from lulc.runtime.infer import batch_runs
 from lulc.runtime.tiling import blend_weights
+from test_runtime_no_tf import _run
 
 
 def random_block(rng, c=3, span=40):
@@ -83,3 +85,22 @@ def test_batch_runs_are_consecutive_and_bounded():
 def test_for_array_picks_cpu_kernels_for_numpy():
     assert kernels.for_array(np.zeros(3)) is kernels
 
+
+
+def test_warm_up_loads_the_signatures_a_run_uses(trained_bundle, tmp_path):
+    """The start-up warm-up is only worth its thread if a real run then compiles nothing new."""
+    image, _ = synthetic_scene(70, 90, seed=5)
+    path = write_raster(tmp_path / "in.tif", image, descriptions=BANDS)
+    code = f"""
+        from lulc.runtime import infer, kernels
+        used = (kernels.mask_nodata, kernels.pack_tiles, kernels.blend_accumulate, kernels.finalize)
+        kernels.warm_up()
+        before = [len(k.signatures) for k in used]
+        infer.run_inference({str(trained_bundle)!r}, {str(path)!r}, {str(tmp_path / "map.tif")!r},
+                            infer.InferOptions(backend="onnx", progress=False))
+        print(before, [len(k.signatures) for k in used])
+        """
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, after = proc.stdout.strip().splitlines()[-1].split("] [")
+    assert before.strip("[") == after.strip("]") == "1, 1, 1, 1"

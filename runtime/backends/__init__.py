@@ -22,7 +22,8 @@ BACKENDS = ("auto", "trt", "onnx", "keras")
 class Session(Protocol):
     """Optional: ``device_io`` (True: ``run`` takes and returns CUDA device arrays, so the block
     pipeline keeps its buffers on the GPU), ``batch_size`` (tiles per call) and ``map``
-    (``run`` over several batches, results in order, e.g. concurrently; see :func:`run_all`)."""
+    (``run`` over several batches, results in order, e.g. concurrently, with an optional
+    ``close`` that drops calls not yet started; see :func:`run_all`)."""
 
     name: str
     #: what really runs (e.g. the execution provider), for logs and --json summaries

@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
@@ -43,6 +44,26 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+class InOrder:
+    """Results of submitted calls, in order; ``close`` drops the calls not yet started."""
+
+    def __init__(self, futures: list[Future]):
+        self._futures = deque(futures)
+
+    def __iter__(self) -> InOrder:
+        return self
+
+    def __next__(self):
+        if not self._futures:
+            raise StopIteration
+        return self._futures.popleft().result()
+
+    def close(self) -> None:
+        for f in self._futures:
+            f.cancel()
+        self._futures.clear()
+
+
 class OrtSession:
     """An ONNX session; on the CUDA provider it takes and returns device arrays (IO binding)."""
 
@@ -73,7 +94,9 @@ class OrtSession:
 
     def map(self, batches: Iterable) -> Iterator:
         """``run`` over ``batches``, results in order; on CPU several calls run at once."""
-        return self._callers.map(self.run, batches) if self._callers else map(self.run, batches)
+        if not self._callers:
+            return map(self.run, batches)
+        return InOrder([self._callers.submit(self.run, b) for b in batches])
 
     def run(self, batch):
         """Class probabilities of a normalised batch: NumPy in and out on CPU, Numba device
