@@ -161,6 +161,7 @@ def run_bench(bundle: str, sizes: list[int], out: Path, baseline_max: int, repea
         raster = out / f"synthetic_{size}.tif"
         if not raster.exists():
             write_synthetic(raster, size, bundle)
+            os.sync()  # its write-back would otherwise land inside the first timed runs
         best: dict[str, dict] = {}
         for rep in range(repeat):
             for label, case, extra in cases_here():

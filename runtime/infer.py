@@ -327,7 +327,9 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, o
 
 def _stream(runner: _BlockRunner, src, dst, blocks: list[Block], reader, writer, resume: _Resume, bar, t0: float) -> None:
     """The pipeline: while block i runs, block i+1 is read and packed and block i-1 is finalised
-    and written, so the model thread does nothing but model calls and blending."""
+    and written, so the model thread does nothing but model calls and blending. Block i+1's
+    tiles are queued on the model before block i is blended, so the model never waits for a
+    block boundary."""
 
     def finish(block: Block, slot: _Slot) -> None:
         write_block(dst, _window(block), runner.finalize(block, slot))

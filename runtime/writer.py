@@ -93,7 +93,7 @@ def class_map_writer(
             _describe(dst, classes, names, tags)
         with dst:
             yield dst
-        _to_cog(work, final)
+        _to_cog(work, final, smooth=len(names) > 1)
         completed = True
     except OSError as exc:
         if isinstance(exc, LulcError):  # an input error raised mid-run is not an output problem
@@ -122,8 +122,13 @@ def _describe(dst, classes: list[ClassInfo], names: list[str], tags: dict[str, s
             dst.update_tags(i, SCALE=f"1/{PROB_SCALE}", NODATA=str(NODATA_CLASS))
 
 
-def _to_cog(work: Path, final: Path) -> None:
-    """Compress into a Cloud-Optimised GeoTIFF next to ``final``, then rename into place."""
+def _to_cog(work: Path, final: Path, smooth: bool) -> None:
+    """Compress into a Cloud-Optimised GeoTIFF next to ``final``, then rename into place.
+
+    Horizontal differencing (predictor 2) shrinks the smooth probability bands but grows a
+    class band, whose neighbouring ids have no numeric relation: without it the sample
+    scene's class map is 13 % smaller (108 vs 124 KB) and compresses faster.
+    """
     staged = temp_path(final, "cog.tif")
     try:
         rio_copy(
@@ -131,7 +136,7 @@ def _to_cog(work: Path, final: Path) -> None:
             str(staged),
             driver="COG",
             compress="DEFLATE",
-            predictor=2,
+            predictor=2 if smooth else 1,
             overview_resampling="mode",
             blocksize=512,
             BIGTIFF="IF_SAFER",

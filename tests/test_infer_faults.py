@@ -41,14 +41,19 @@ def test_all_nodata_tiles_skip_the_model(bundle_copy, raster, session, tmp_path)
     assert (classes[:40] == NODATA_CLASS).all() and (classes[40:] < 3).all()
 
 
-def test_output_is_a_valid_cog(bundle_copy, raster, session, tmp_path):
+@pytest.mark.parametrize("probabilities", [False, True])
+def test_output_is_a_valid_cog(bundle_copy, raster, session, tmp_path, probabilities):
     from rio_cogeo.cogeo import cog_validate
 
     path, _ = raster
     out = tmp_path / "out.tif"
-    run_inference(bundle_copy, path, out, InferOptions(**OPTS, probabilities=True))
+    run_inference(bundle_copy, path, out, InferOptions(**OPTS, probabilities=probabilities))
     valid, errors, _ = cog_validate(str(out), strict=True)
     assert valid, errors
+    with rasterio.open(out) as dst:
+        layout = dst.tags(ns="IMAGE_STRUCTURE")
+    # differencing helps smooth probability bands only; class ids compress better without it
+    assert layout["COMPRESSION"] == "DEFLATE" and layout.get("PREDICTOR", "1") == ("2" if probabilities else "1")
 
 
 class Interrupt:
