@@ -176,6 +176,12 @@ def empty(shape, dtype):
     return cuda.device_array(shape, dtype=dtype)
 
 
+def zeros(shape, dtype):
+    out = empty(shape, dtype)
+    zero(out)
+    return out
+
+
 def to_device(host: np.ndarray, out=None):
     """Copy a host array into ``out`` (a preallocated device buffer) or a new one."""
     if out is None:

@@ -174,17 +174,13 @@ class _BlockRunner:
             raw = host if mem is kernels else mem.empty(host.shape, np.float32)
             self.slots.append(_Slot(host, raw, mem.empty((span, span), np.bool_),
                                     mem.empty((n, size, size, bands), np.float32), mem.empty(n, np.int64),
-                                    mem.empty((self.k + 1, span, span), np.float32)))
+                                    mem.zeros((self.k + 1, span, span), np.float32)))
         self.kx = kernels.for_array(self.slots[0].acc)
-        for slot in self.slots:
-            self.kx.zero(slot.acc)
         self.px = kernels_for(m, self.kx)  # mask/pack: per date for time-series bundles
         self.mean, self.inv_std = mem.to_device(mean), mem.to_device(inv_std)
         self.weight = mem.to_device(blend_weights(size, ov))
-        self.pending = mem.empty((self.k + 1, ov, grid.width + span), np.float32)
-        self.left = mem.empty((self.k + 1, span, ov), np.float32)
-        self.kx.zero(self.pending)
-        self.kx.zero(self.left)
+        self.pending = mem.zeros((self.k + 1, ov, grid.width + span), np.float32)
+        self.left = mem.zeros((self.k + 1, span, ov), np.float32)
         self.tiles_run = 0
         self.tiles_skipped = 0
 
