@@ -172,6 +172,9 @@ def warm_up() -> None:
     blend_accumulate(tiles, origin, origin, np.ones((2, 2), np.float32), acc)
     pixels = np.empty((2, 2), np.uint8)
     finalize(acc, valid, pixels, np.empty((1, 2, 2), np.uint8), pixels, False, False)
+    from lulc.runtime.overviews import mode_2x2  # imports this module
+
+    mode_2x2(pixels[None], np.empty((1, 1, 1), np.uint8))
 
 
 def reference_mask(block, nodata, use_nodata):

@@ -89,11 +89,12 @@ def test_for_array_picks_cpu_kernels_for_numpy():
 
 def test_warm_up_loads_the_signatures_a_run_uses(trained_bundle, tmp_path):
     """The start-up warm-up is only worth its thread if a real run then compiles nothing new."""
-    image, _ = synthetic_scene(70, 90, seed=5)
+    image, _ = synthetic_scene(60, 530, seed=5)  # wider than one COG tile: the run builds an overview
     path = write_raster(tmp_path / "in.tif", image, descriptions=BANDS)
     code = f"""
-        from lulc.runtime import infer, kernels
-        used = (kernels.mask_nodata, kernels.pack_tiles, kernels.blend_accumulate, kernels.finalize)
+        from lulc.runtime import infer, kernels, overviews
+        used = (kernels.mask_nodata, kernels.pack_tiles, kernels.blend_accumulate, kernels.finalize,
+                overviews.mode_2x2)
         kernels.warm_up()
         before = [len(k.signatures) for k in used]
         infer.run_inference({str(trained_bundle)!r}, {str(path)!r}, {str(tmp_path / "map.tif")!r},
@@ -103,4 +104,4 @@ def test_warm_up_loads_the_signatures_a_run_uses(trained_bundle, tmp_path):
     proc = _run(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     before, after = proc.stdout.strip().splitlines()[-1].split("] [")
-    assert before.strip("[") == after.strip("]") == "1, 1, 1, 1"
+    assert before.strip("[") == after.strip("]") == "1, 1, 1, 1, 1"

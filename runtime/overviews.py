@@ -1,0 +1,122 @@
+"""Overviews of a finished class map: the mode of each 2 x 2 cell, level from level, by strips.
+
+GDAL's COG driver can compute mode overviews itself, but its generic resampler spent half of
+the COG conversion on them (4096² class map: 0.27 s with, 0.13 s without), time that adds to
+every run after the model has finished. This kernel does the same job in ~10 ms per 16 MPix
+level, strip by strip so memory stays bounded, and the COG driver then copies the levels
+(:func:`with_overviews` hands them over in a VRT).
+"""
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from numba import njit, prange
+from rasterio.shutil import copy as rio_copy
+from rasterio.windows import Window
+
+from lulc.runtime.kernels import NODATA_CLASS
+
+#: rows of the source level read at once (even, so each strip maps to whole output rows)
+STRIP_ROWS = 1024
+_GAP = np.uint8(NODATA_CLASS)  # a cell's pixels past the raster edge: never counted
+
+
+def overview_sizes(width: int, height: int, block: int = 512) -> list[tuple[int, int]]:
+    """(width, height) of each level, halving until the level fits one ``block`` tile, as the
+    COG driver's default overview count does."""
+    sizes = []
+    while width > block or height > block:
+        width, height = math.ceil(width / 2), math.ceil(height / 2)
+        sizes.append((width, height))
+    return sizes
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _mode4(a, b, c, d):
+    """Most frequent of four values, NODATA_CLASS excluded; ties go to the earliest."""
+    best, best_n = NODATA_CLASS, 0
+    for v in (a, b, c, d):
+        if v != NODATA_CLASS:
+            n = (a == v) + (b == v) + (c == v) + (d == v)
+            if n > best_n:
+                best, best_n = v, n
+    return best
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def mode_2x2(src: np.ndarray, out: np.ndarray) -> None:
+    """out (B, ceil(H/2), ceil(W/2)) = most frequent valid value of each 2 x 2 cell of src (B, H, W).
+
+    NODATA_CLASS never wins over a valid value; ties go to the value met first (row-major),
+    so a cell split 2 : 2 keeps its top-left class. Cells past the edge hold only what exists.
+    """
+    bands, h, w = src.shape
+    for band in range(bands):
+        for y in prange(out.shape[1]):
+            i = 2 * y
+            down = i + 1 < h
+            for x in range(out.shape[2]):
+                j = 2 * x
+                right = j + 1 < w
+                out[band, y, x] = _mode4(
+                    src[band, i, j],
+                    src[band, i, j + 1] if right else _GAP,
+                    src[band, i + 1, j] if down else _GAP,
+                    src[band, i + 1, j + 1] if down and right else _GAP,
+                )
+
+
+def reference_mode_2x2(src: np.ndarray) -> np.ndarray:
+    """NumPy definition of :func:`mode_2x2` (for the tests)."""
+    bands, h, w = src.shape
+    out = np.empty((bands, -(-h // 2), -(-w // 2)), np.uint8)
+    for b in range(bands):
+        for y in range(out.shape[1]):
+            for x in range(out.shape[2]):
+                cell = [v for v in src[b, 2 * y : 2 * y + 2, 2 * x : 2 * x + 2].ravel() if v != NODATA_CLASS]
+                out[b, y, x] = max(cell, key=cell.count) if cell else NODATA_CLASS
+    return out
+
+
+def level_paths(base: Path) -> list[Path]:
+    """Where :func:`write_levels` puts ``base``'s overview levels (none for a map of one tile)."""
+    with rasterio.open(base) as src:
+        count = len(overview_sizes(src.width, src.height))
+    return [base.with_name(f"{base.name}.ovr{n}.tif") for n in range(1, count + 1)]
+
+
+def write_levels(base: Path, paths: list[Path]) -> None:
+    """Write ``base``'s overview levels to ``paths``, each level from the one before."""
+    source = base
+    with rasterio.open(base) as src:
+        profile = {**src.profile, "driver": "GTiff", "compress": None}
+        transform = src.transform
+    for n, (path, (width, height)) in enumerate(zip(paths, overview_sizes(profile["width"], profile["height"])), 1):
+        scaled = transform * transform.scale(2**n, 2**n)
+        with rasterio.open(source) as src, rasterio.open(
+                path, "w", **{**profile, "width": width, "height": height, "transform": scaled}) as dst:
+            for y0 in range(0, src.height, STRIP_ROWS):
+                rows = min(STRIP_ROWS, src.height - y0)
+                out = np.empty((src.count, -(-rows // 2), width), np.uint8)
+                mode_2x2(src.read(window=Window(0, y0, src.width, rows)), out)
+                dst.write(out, window=Window(0, y0 // 2, width, out.shape[1]))
+        source = path
+
+
+def with_overviews(base: Path, levels: list[Path], vrt: Path) -> Path:
+    """A VRT of ``base`` (bands, colours, names, tags copied by GDAL) that lists ``levels`` as
+    its overviews, for the COG driver's ``OVERVIEWS=FORCE_USE_EXISTING``."""
+    rio_copy(str(base), str(vrt), driver="VRT")
+    tree = ET.parse(vrt)
+    for band in tree.getroot().iter("VRTRasterBand"):
+        for level in levels:
+            overview = ET.SubElement(band, "Overview")
+            name = ET.SubElement(overview, "SourceFilename", relativeToVRT="1")
+            name.text = level.name
+            ET.SubElement(overview, "SourceBand").text = band.get("band")
+    tree.write(vrt)
+    return vrt
