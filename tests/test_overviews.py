@@ -9,6 +9,7 @@ from rasterio.shutil import copy as rio_copy
 
 from conftest import BANDS, synthetic_scene, write_raster
 from lulc.runtime.infer import InferOptions, run_inference
+from lulc.runtime import overviews
 from lulc.runtime.kernels import NODATA_CLASS
 from lulc.runtime.overviews import mode_2x2, overview_sizes, reference_mode_2x2
 from test_infer_faults import session  # noqa: F401  (fixture: a fast per-pixel model)
@@ -43,7 +44,8 @@ def test_level_count_is_the_cog_drivers(width, height, tmp_path):
         assert len(overview_sizes(width, height)) == len(cog.overviews(1))
 
 
-def test_run_writes_mode_overviews_and_no_temporary_files(bundle_copy, session, tmp_path):  # noqa: F811
+def test_run_writes_mode_overviews_and_no_temporary_files(bundle_copy, session, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(overviews, "STRIP_BYTES", 7 * 1100 * 5)  # levels built from many 6-row strips
     image, _ = synthetic_scene(600, 1100, seed=2)
     image[:, :100, :300] = 0  # nodata corner
     path = write_raster(tmp_path / "in.tif", image, descriptions=BANDS)
