@@ -1,7 +1,8 @@
 """Numba CPU kernels for the per-pixel hot loops of tiled inference.
 
 Three passes touch every pixel: pack (normalise raw bands into model tiles), blend
-(accumulate weighted tile probabilities into a block) and finalize (argmax, scaled bands).
+(accumulate weighted tile probabilities into a block) and finalize (argmax, scaled bands);
+``mode_2x2`` then builds the written map's overviews (:mod:`lulc.runtime.overviews`).
 Every kernel writes into caller-owned buffers: the runtime reuses them block after block,
 because page-faulting fresh 50-100 MB arrays per block cost more than the kernels themselves.
 Each kernel is ``nogil`` so the reader, model and writer threads overlap. ``reference_*``
@@ -20,6 +21,7 @@ from numba import njit, prange
 NODATA_CLASS = 255
 #: probability bands are scaled to 0..PROB_SCALE so that 255 stays free for nodata
 PROB_SCALE = 254
+_GAP = np.uint8(NODATA_CLASS)  # an overview cell's pixels past the raster edge: never counted
 
 
 def for_array(array) -> ModuleType:
@@ -154,6 +156,41 @@ def finalize(
                 confidence[y, x] = np.uint8(min(best_v / wsum, 1.0) * PROB_SCALE + 0.5)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _mode4(a, b, c, d):
+    """Most frequent of four values, NODATA_CLASS excluded; ties go to the earliest."""
+    best, best_n = NODATA_CLASS, 0
+    for v in (a, b, c, d):
+        if v != NODATA_CLASS:
+            n = (a == v) + (b == v) + (c == v) + (d == v)
+            if n > best_n:
+                best, best_n = v, n
+    return best
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def mode_2x2(src: np.ndarray, out: np.ndarray) -> None:
+    """out (B, ceil(H/2), ceil(W/2)) = most frequent valid value of each 2 x 2 cell of src (B, H, W).
+
+    NODATA_CLASS never wins over a valid value; ties go to the value met first (row-major),
+    so a cell split 2 : 2 keeps its top-left class. Cells past the edge hold only what exists.
+    """
+    bands, h, w = src.shape
+    for band in range(bands):
+        for y in prange(out.shape[1]):
+            i = 2 * y
+            down = i + 1 < h
+            for x in range(out.shape[2]):
+                j = 2 * x
+                right = j + 1 < w
+                out[band, y, x] = _mode4(
+                    src[band, i, j],
+                    src[band, i, j + 1] if right else _GAP,
+                    src[band, i + 1, j] if down else _GAP,
+                    src[band, i + 1, j + 1] if down and right else _GAP,
+                )
+
+
 def warm_up() -> None:
     """Load (or compile) each kernel once, on a few pixels, with the argument types the runtime uses.
 
@@ -172,8 +209,6 @@ def warm_up() -> None:
     blend_accumulate(tiles, origin, origin, np.ones((2, 2), np.float32), acc)
     pixels = np.empty((2, 2), np.uint8)
     finalize(acc, valid, pixels, np.empty((1, 2, 2), np.uint8), pixels, False, False)
-    from lulc.runtime.overviews import mode_2x2  # imports this module
-
     mode_2x2(pixels[None], np.empty((1, 1, 1), np.uint8))
 
 
@@ -220,6 +255,18 @@ def reference_finalize(acc, valid):
     probs[:, bad] = 255
     conf[bad] = 255
     return classes, probs, conf
+
+
+def reference_mode_2x2(src: np.ndarray) -> np.ndarray:
+    """NumPy definition of :func:`mode_2x2` (for the tests)."""
+    bands, h, w = src.shape
+    out = np.empty((bands, -(-h // 2), -(-w // 2)), np.uint8)
+    for b in range(bands):
+        for y in range(out.shape[1]):
+            for x in range(out.shape[2]):
+                cell = [v for v in src[b, 2 * y : 2 * y + 2, 2 * x : 2 * x + 2].ravel() if v != NODATA_CLASS]
+                out[b, y, x] = max(cell, key=cell.count) if cell else NODATA_CLASS
+    return out
 
 
 # ---- buffer helpers, named as in the CUDA twin so the runtime never branches on the device --

@@ -92,9 +92,9 @@ def test_warm_up_loads_the_signatures_a_run_uses(trained_bundle, tmp_path):
     image, _ = synthetic_scene(60, 530, seed=5)  # wider than one COG tile: the run builds an overview
     path = write_raster(tmp_path / "in.tif", image, descriptions=BANDS)
     code = f"""
-        from lulc.runtime import infer, kernels, overviews
+        from lulc.runtime import infer, kernels
         used = (kernels.mask_nodata, kernels.pack_tiles, kernels.blend_accumulate, kernels.finalize,
-                overviews.mode_2x2)
+                kernels.mode_2x2)
         kernels.warm_up()
         before = [len(k.signatures) for k in used]
         infer.run_inference({str(trained_bundle)!r}, {str(path)!r}, {str(tmp_path / "map.tif")!r},

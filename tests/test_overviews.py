@@ -10,8 +10,8 @@ from rasterio.shutil import copy as rio_copy
 from conftest import BANDS, synthetic_scene, write_raster
 from lulc.runtime.infer import InferOptions, run_inference
 from lulc.runtime import overviews
-from lulc.runtime.kernels import NODATA_CLASS
-from lulc.runtime.overviews import mode_2x2, overview_sizes, reference_mode_2x2
+from lulc.runtime.kernels import NODATA_CLASS, mode_2x2, reference_mode_2x2
+from lulc.runtime.overviews import overview_sizes
 from test_infer_faults import session  # noqa: F401  (fixture: a fast per-pixel model)
 
 
