@@ -3,6 +3,13 @@
 A model trained on ``--image a.tif --image b.tif`` expects a's bands then b's. ``lulc-infer``
 takes the same files and stacks them in a VRT (no pixel copy), so nobody re-orders bands by
 hand before inference.
+
+Nodata follows training's rule (``lulc.training.sources.valid_mask``): a pixel is invalid
+where any band is NaN or its *own file's* nodata. Files sharing one nodata value (or none)
+keep their dtype and that value. Files with different nodata values (e.g. Landsat bands with
+-99999 and -32768, or one without) are stacked as Float32 whose nodata is NaN: each source
+band leaves out its file's nodata pixels (a VRT ComplexSource), which then read as NaN, and
+the runtime masks NaN always. A file without nodata masks only its NaN pixels, as in training.
 """
 from __future__ import annotations
 
@@ -30,7 +37,8 @@ def stack_band_names(sources) -> list[str]:
 
 
 def write_band_stack(paths: list[str | Path], vrt: Path) -> Path:
-    """Write ``vrt`` stacking all bands of ``paths`` in order; the rasters must share a grid and nodata."""
+    """Write ``vrt`` stacking all bands of ``paths`` in order; the rasters must share a grid,
+    and each keeps its own nodata (see the module docstring)."""
     with ExitStack() as stack:
         sources = [stack.enter_context(open_raster(p, "input raster")) for p in paths]
         ref = sources[0]
@@ -38,12 +46,18 @@ def write_band_stack(paths: list[str | Path], vrt: Path) -> Path:
             if not same_grid(ref, src):
                 raise InputRasterError(f"{path} is not on the grid of {paths[0]} (size, CRS or transform differ); "
                                        "warp it onto that grid first (e.g. gdalwarp -te/-tr, or rio warp --like)")
-        nodatas = {src.nodata for src in sources}
-        if len(nodatas) > 1:
-            raise InputRasterError(f"the input rasters have different nodata values ({', '.join(map(str, nodatas))}); "
-                                   "give them one (e.g. rio edit-info --nodata)")
         names = iter(stack_band_names(sources))
         bands = [(next(names), Path(src.name), j) for src in sources for j in range(1, src.count + 1)]
-        dtype = np.result_type(*[d for src in sources for d in src.dtypes]).name
-        write_vrt(vrt, (ref.crs, ref.transform, ref.width, ref.height), dtype, ref.nodata, bands, {})
+        grid = (ref.crs, ref.transform, ref.width, ref.height)
+        if len({_key(src.nodata) for src in sources}) == 1:
+            dtype = np.result_type(*[d for src in sources for d in src.dtypes]).name
+            write_vrt(vrt, grid, dtype, ref.nodata, bands, {})
+        else:
+            per_band = [src.nodata for src in sources for _ in range(src.count)]
+            write_vrt(vrt, grid, "float32", float("nan"), bands, {}, source_nodata=per_band)
     return vrt
+
+
+def _key(nodata: float | None) -> object:
+    """Nodata as a set key: NaN != NaN, yet two NaN nodata values are one rule."""
+    return "nan" if nodata is not None and np.isnan(nodata) else nodata

@@ -1,7 +1,10 @@
 """Model bundles: a folder with ``bundle.json`` plus artefacts, read and written atomically.
 
 Loading a bundle never executes code from it: the manifest is JSON validated by a schema,
-arrays are read with ``allow_pickle=False`` and Keras models are loaded in safe mode.
+arrays are read with ``allow_pickle=False`` and Keras models are loaded in safe mode. A
+bundle is data, not a pointer: every artefact path resolves strictly inside the bundle
+folder (no absolute paths, no ``..``, no symlink leading out), so a hand-edited or hostile
+``bundle.json`` cannot make lulc read or overwrite files elsewhere.
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -52,9 +56,13 @@ class Bundle:
             raise BundleError(f"{root} is not a model bundle: it has no {MANIFEST} (create one with `lulc train`)")
         try:
             raw = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BundleError(f"cannot read {path}: {exc}") from exc
-        version = raw.get("schema_version") if isinstance(raw, dict) else None
+        except RecursionError:  # e.g. 100 000 nested lists: Python's parser gives up on the depth
+            raise BundleError(f"cannot read {path}: it is nested too deeply to be a bundle manifest") from None
+        except (OSError, ValueError) as exc:  # ValueError: invalid JSON or invalid UTF-8
+            raise BundleError(f"cannot read {path}: {exc}") from None
+        if not isinstance(raw, dict):
+            raise BundleError(f"{path} holds a JSON {type(raw).__name__}, not an object; it is not a bundle manifest")
+        version = raw.get("schema_version")
         if version != SCHEMA_VERSION:
             raise BundleError(
                 f"{path} has schema version {version!r}; this lulc reads version {SCHEMA_VERSION} "
@@ -62,10 +70,12 @@ class Bundle:
             )
         try:
             manifest = Manifest.model_validate(raw)
+        except RecursionError:
+            raise BundleError(f"{path} is nested too deeply to be a bundle manifest") from None
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise BundleError(f"{path} is invalid at {where}: {first['msg']}") from exc
+            raise BundleError(f"{path} is invalid at {where}: {first['msg']}") from None
         return cls(root, manifest)
 
     def save(self) -> None:
@@ -84,11 +94,27 @@ class Bundle:
         if art is None:
             hint = {"onnx": "lulc export --target onnx", "tfjs": "lulc export --target tfjs", "trt": "lulc export --target trt"}.get(name, "lulc export")
             raise BundleError(f"bundle {self.root} has no '{name}' artefact (create it with `{hint} {self.root}`)")
-        path = self.root / art.path
+        path = self.inside(art.path, name)
         if not path.exists():
             raise BundleError(f"bundle {self.root} lists '{name}' but {path} is missing")
         if verify and path.is_file() and sha256sum(path) != art.sha256:
             raise BundleError(f"{path} does not match its checksum in {MANIFEST}: the bundle was modified or corrupted")
+        return path
+
+    def inside(self, relative: str, what: str = "artefact") -> Path:
+        """``relative`` under the bundle folder, refused unless it stays inside it once resolved.
+
+        Absolute paths and ``..`` are refused as written; symlinks are followed and refused when
+        they lead out of the folder (a link between the bundle's own files is fine).
+        """
+        rel = Path(relative)
+        if rel.is_absolute() or rel.drive or ".." in rel.parts or not rel.parts:
+            raise BundleError(f"{MANIFEST} in {self.root} names {what} path {relative!r}, which is not inside "
+                              "the bundle folder; artefacts must be plain relative paths (re-export the bundle)")
+        path = self.root / rel
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise BundleError(f"{what} {path} in bundle {self.root} is a link leading outside the bundle folder; "
+                              "replace it with the file itself")
         return path
 
     def add_artifact(
@@ -105,7 +131,7 @@ class Bundle:
         For a folder artefact (TF.js), the checksum covers its ``model.json``.
         """
         dest_rel = dest or Path(source).name
-        target = self.root / dest_rel
+        target = self.inside(dest_rel, name)
         if Path(source).resolve() != target.resolve():
             if target.is_dir():
                 shutil.rmtree(target)
@@ -131,5 +157,10 @@ class Bundle:
     def load_samples(self) -> np.ndarray:
         """Normalised sample tiles (N, H, W, C) stored at training time, for parity checks."""
         path = self.artifact_path("samples")
-        with np.load(path, allow_pickle=False) as data:
-            return data["x"].astype(np.float32)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return data["x"].astype(np.float32)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            # ValueError covers pickled (object) arrays, which are never unpickled
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BundleError(f"cannot read the sample tiles {path}: {reason} (retrain to rewrite them)") from None

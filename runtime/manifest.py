@@ -6,6 +6,7 @@ instead of a silently ignored field.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -50,6 +51,17 @@ class Normalization(_Strict):
     std: list[float]
     p1: list[float] | None = None
     p99: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _usable(self) -> "Normalization":
+        """A zero or NaN std (or a NaN mean) turns every pixel into NaN or inf: refuse it on load,
+        not as a silently all-nodata map (training stores std >= 1e-6)."""
+        for i, (mean, std) in enumerate(zip(self.mean, self.std)):
+            if not math.isfinite(mean):
+                raise ValueError(f"mean[{i}] is {mean}; every channel needs a finite mean (retrain the bundle)")
+            if not (math.isfinite(std) and std > 0):
+                raise ValueError(f"std[{i}] is {std}; every channel needs a finite std above 0 (retrain the bundle)")
+        return self
 
 
 class TileSpec(_Strict):

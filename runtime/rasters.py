@@ -6,6 +6,7 @@ was expected, so ``lulc-infer`` never prints a traceback for a wrong file.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,31 +15,55 @@ from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
 from lulc.runtime.errors import InputRasterError
-from lulc.runtime.manifest import InputSpec
+from lulc.runtime.manifest import InputSpec, Normalization
+
+#: how ``check_input`` compares band names: strict (the default), auto, ignore
+BAND_NAME_MODES = ("strict", "auto", "ignore")
+#: names lulc gives the bands of stacked rasters that have no descriptions
+_STACKED = re.compile(r"r\d+_band\d+", re.IGNORECASE)
+#: names GDAL tools and exports give bands by position ("B1", "band2", "Band 3"), not zero-padded
+#: like Sentinel-2's meaningful B01..B12
+_NUMBERED = re.compile(r"(?:b|band[ _-]?)([1-9]\d*)", re.IGNORECASE)
 
 
 def open_raster(path: str | os.PathLike, what: str = "raster") -> rasterio.io.DatasetReader:
     """rasterio.open with a one-line error for missing or corrupt files (every command uses it)."""
     if not Path(path).exists():
         raise InputRasterError(f"{what} {path} not found")
+    if Path(path).is_dir():
+        stack = Path(path) / "stack.vrt"
+        hint = f" (a time-series stack? give {stack})" if stack.is_file() else ""
+        raise InputRasterError(f"{what} {path} is a folder, not a raster{hint}")
     try:
         return rasterio.open(path)
     except (RasterioIOError, RasterioError) as exc:
         raise InputRasterError(f"cannot read {what} {path} (corrupt or not a raster?): {exc}") from None
 
 
-def open_input(path: str | os.PathLike, spec: InputSpec) -> rasterio.io.DatasetReader:
-    """Open ``path`` and check it against the bundle's input spec."""
+def open_input(path: str | os.PathLike, spec: InputSpec, band_names: str = "strict",
+               normalization: Normalization | None = None) -> rasterio.io.DatasetReader:
+    """Open ``path`` and check it against the bundle's input spec (see :func:`check_input`)."""
     src = open_raster(path, "input raster")
     try:
-        check_input(src, spec)
+        check_input(src, spec, band_names, normalization)
     except InputRasterError:
         src.close()
         raise
     return src
 
 
-def check_input(src: rasterio.io.DatasetReader, spec: InputSpec) -> None:
+def check_input(src: rasterio.io.DatasetReader, spec: InputSpec, band_names: str = "strict",
+                normalization: Normalization | None = None) -> None:
+    """Refuse a raster the model cannot read correctly: empty, no CRS, wrong band count, other
+    band names (per ``band_names``), or a dtype too small for the training values.
+
+    ``band_names``: ``strict`` refuses named bands that differ from the model's; ``auto`` also
+    accepts names that carry no meaning on either side (empty, ``B1..Bn``/``band1..`` by
+    position, ``r1_band1..``); ``ignore`` trusts the band order and checks only the count.
+    ``normalization`` (the bundle's, with its training percentiles) enables the value-scale check.
+    """
+    if band_names not in BAND_NAME_MODES:
+        raise InputRasterError(f"unknown --band-names {band_names!r}; choose one of {', '.join(BAND_NAME_MODES)}")
     name = Path(src.name).name
     if src.width == 0 or src.height == 0:
         raise InputRasterError(f"{name} is empty ({src.width} x {src.height} px)")
@@ -48,11 +73,51 @@ def check_input(src: rasterio.io.DatasetReader, spec: InputSpec) -> None:
         raise InputRasterError(
             f"{name} has {src.count} bands but the model expects {len(spec.bands)} ({', '.join(spec.bands)})"
         )
-    names = list(src.descriptions)
-    if all(names) and [n.lower() for n in names] != [b.lower() for b in spec.bands]:
+    names = [d or "" for d in src.descriptions]
+    if band_names != "ignore" and not _names_fit(names, spec.bands, band_names == "auto"):
         raise InputRasterError(
-            f"{name} band names {', '.join(names)} differ from the model's {', '.join(spec.bands)}; reorder the bands or rename them"
+            f"{name} band names {', '.join(names)} differ from the model's {', '.join(spec.bands)}; reorder or rename "
+            "the bands, or pass --band-names ignore if they already are the model's bands in its order"
         )
+    if normalization is not None:
+        check_value_range(src, spec, normalization)
+
+
+def _names_fit(names: list[str], model: list[str], auto: bool) -> bool:
+    """Strict: equal ignoring case, or some band unnamed (nothing to compare). Auto: also when
+    either side's names are all generic."""
+    if not all(names) or [n.lower() for n in names] == [b.lower() for b in model]:
+        return True
+    return auto and (generic_names(names) or generic_names(model))
+
+
+def generic_names(names: list[str]) -> bool:
+    """Whether band names only number the bands (so they say nothing about which band is which)."""
+    def generic(name: str, position: int) -> bool:
+        numbered = _NUMBERED.fullmatch(name.strip())
+        return not name or bool(_STACKED.fullmatch(name.strip())) or bool(numbered and int(numbered[1]) == position)
+
+    return all(generic(n, i) for i, n in enumerate(names, start=1))
+
+
+def check_value_range(src: rasterio.io.DatasetReader, spec: InputSpec, normalization: Normalization) -> None:
+    """Refuse an integer raster whose dtype cannot hold the training values (its 1st-99th
+    percentiles): a uint8 scene fed to a uint16 reflectance model gives a garbage map, not an
+    error, otherwise. Float rasters hold any of these values and pass."""
+    if normalization.p1 is None or normalization.p99 is None:
+        return
+    for i, band in enumerate(spec.bands):  # raster bands only: derived indices follow them
+        dtype = np.dtype(src.dtypes[i])
+        if dtype.kind not in "iu":
+            continue
+        info = np.iinfo(dtype)
+        low, high = normalization.p1[i], normalization.p99[i]
+        if low < info.min or high > info.max:
+            raise InputRasterError(
+                f"{Path(src.name).name} is {dtype.name} but the model was trained on {spec.dtype} values of {low:g}..{high:g} "
+                f"in band {band} (1st-99th percentile), which {dtype.name} cannot hold; give it the {spec.dtype} "
+                "(or float) raster at the training's scale"
+            )
 
 
 def input_nodata(src: rasterio.io.DatasetReader, spec: InputSpec) -> float | None:

@@ -137,24 +137,32 @@ def _grid(path: Path) -> tuple:
 
 
 def _vrt_band(index: int, dtype: str, description: str, nodata: float | None, source: Path, band: int,
-              root: Path) -> str:
+              root: Path, source_nodata: float | None = None) -> str:
+    """One VRT band; with ``source_nodata`` the source's pixels of that value are left out
+    (a ComplexSource), so they read as the band's own ``nodata``."""
     try:
         rel, relative = source.resolve().relative_to(root.resolve()).as_posix(), 1
     except ValueError:
         rel, relative = source.resolve().as_posix(), 0
     nd = f"<NoDataValue>{nodata!r}</NoDataValue>" if nodata is not None else ""
+    kind = "SimpleSource" if source_nodata is None else "ComplexSource"
+    src_nd = "" if source_nodata is None else f"<NODATA>{source_nodata!r}</NODATA>"
     return (f'  <VRTRasterBand dataType="{_VRT_TYPES[dtype]}" band="{index}">'
             f"<Description>{escape(description)}</Description>{nd}"
-            f'<SimpleSource><SourceFilename relativeToVRT="{relative}">{escape(rel)}</SourceFilename>'
-            f"<SourceBand>{band}</SourceBand></SimpleSource></VRTRasterBand>")
+            f'<{kind}><SourceFilename relativeToVRT="{relative}">{escape(rel)}</SourceFilename>'
+            f"<SourceBand>{band}</SourceBand>{src_nd}</{kind}></VRTRasterBand>")
 
 
 def write_vrt(path: Path, grid: tuple, dtype: str, nodata: float | None,
-              bands: list[tuple[str, Path, int]], tags: dict[str, str]) -> None:
-    """Write a VRT whose bands are (description, source file, source band) on one shared grid."""
+              bands: list[tuple[str, Path, int]], tags: dict[str, str],
+              source_nodata: list[float | None] | None = None) -> None:
+    """Write a VRT whose bands are (description, source file, source band) on one shared grid;
+    ``source_nodata`` (one value or None per band) maps each source's own nodata to ``nodata``."""
     crs, transform, width, height = grid
     meta = "".join(f'<MDI key="{k}">{escape(v)}</MDI>' for k, v in tags.items())
-    body = "\n".join(_vrt_band(i, dtype, d, nodata, src, b, path.parent) for i, (d, src, b) in enumerate(bands, 1))
+    per_band = source_nodata or [None] * len(bands)
+    body = "\n".join(_vrt_band(i, dtype, d, nodata, src, b, path.parent, snd)
+                     for i, ((d, src, b), snd) in enumerate(zip(bands, per_band), 1))
     path.write_text(
         f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">\n'
         f"  <SRS>{escape(crs.to_wkt())}</SRS>\n"

@@ -1,22 +1,27 @@
 """Inference backends: one module each, GPU-only imports inside their own module.
 
-A backend ``prepare(bundle)`` returns a :class:`Session` whose ``run`` maps a normalised
-NHWC float32 batch to class probabilities. ``auto`` picks the fastest one available.
+A backend ``prepare(bundle, backend, device)`` returns a :class:`Session` whose ``run`` maps a
+normalised NHWC float32 batch to class probabilities. ``auto`` picks the fastest one available
+on the requested ``device``; every session checks its model's input and output shapes against
+the manifest before the first tile runs, so a model that does not belong to its manifest is a
+one-line error instead of a wrong map.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
 
 from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BackendUnavailable
+from lulc.runtime.errors import BackendUnavailable, BundleError
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "trt", "onnx", "keras")
+#: ``cpu`` never touches a GPU, ``cuda`` refuses to run without one, ``auto`` takes the fastest
+DEVICES = ("auto", "cpu", "cuda")
 
 
 class Session(Protocol):
@@ -38,35 +43,75 @@ def run_all(session: Session, batches: Iterable) -> Iterator:
     return many(batches) if many else map(session.run, batches)
 
 
-def prepare(bundle: Bundle, backend: str = "auto") -> Session:
-    """Open the bundle's model on ``backend``; ``auto`` prefers a TensorRT engine built for
-    this GPU, then ONNX on CUDA, then Keras on a JAX GPU, then ONNX on CPU, then Keras."""
+def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto") -> Session:
+    """Open the bundle's model on ``backend`` and ``device`` (cpu, cuda or auto).
+
+    ``auto`` prefers a TensorRT engine built for this GPU, then ONNX on CUDA, then Keras on a
+    JAX GPU, then ONNX on CPU, then Keras; ``device='cpu'`` leaves out the GPU engines and
+    ``device='cuda'`` makes a backend that cannot reach a GPU an error, never a CPU run.
+    """
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if device not in DEVICES:
+        raise BackendUnavailable(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if backend == "auto":
-        backend = _auto(bundle)
-        logger.info("backend auto -> %s", backend)
+        backend = _auto(bundle, device)
+        logger.info("backend auto -> %s (device %s)", backend, device)
     if backend == "trt":
         from lulc.runtime.backends.trt import open_bundle_engine
 
-        return open_bundle_engine(bundle)
-    if backend == "onnx":
+        session = open_bundle_engine(bundle, device)
+    elif backend == "onnx":
         from lulc.runtime.backends.ort import OrtSession
 
-        return OrtSession(bundle)
-    from lulc.runtime.backends.keras_backend import KerasSession
+        session = OrtSession(bundle, device=device)
+    else:
+        from lulc.runtime.backends.keras_backend import KerasSession
 
-    return KerasSession(bundle)
+        session = KerasSession(bundle, device=device)
+    logger.info("backend %s runs on %s (device %s requested)", session.name, session.device, device)
+    return session
 
 
-def _auto(bundle: Bundle) -> str:
+def _auto(bundle: Bundle, device: str = "auto") -> str:
     from lulc.runtime.backends import keras_backend, ort, trt
 
-    if trt.usable(bundle):
-        return "trt"
     onnx = bundle.has("onnx")
-    if onnx and ort.CUDA in ort.available_providers():
-        return "onnx"
-    if bundle.has("keras") and keras_backend.on_jax_gpu():
-        return "keras"
+    if device != "cpu":
+        if trt.usable(bundle):
+            return "trt"
+        if onnx and ort.CUDA in ort.available_providers():
+            return "onnx"
+        if bundle.has("keras") and keras_backend.on_jax_gpu():
+            return "keras"
     return "onnx" if onnx else "keras"
+
+
+def check_model_shapes(bundle: Bundle, model: str, inputs: Sequence, outputs: Sequence) -> None:
+    """Refuse a model whose declared shapes do not fit the manifest: NHWC input with one
+    channel per manifest channel, NHWC output with one channel per class.
+
+    Dimensions the model leaves open (None, -1 or a symbolic name) are not judged here.
+    """
+    m = bundle.manifest
+    want_in, want_out = len(m.input.channels), len(m.classes)
+    for role, shape in (("input", inputs), ("output", outputs)):
+        if len(shape) != 4:
+            raise BundleError(
+                f"{model} has a rank-{len(shape)} {role} {_show(shape)}; lulc-infer needs rank 4 "
+                "(tiles, height, width, channels): export a per-pixel model from this bundle")
+    got_in, got_out = inputs[-1], outputs[-1]
+    if _known(got_in) and got_in != want_in:
+        raise BundleError(f"{model} takes {got_in} input channels but {bundle.root}'s manifest lists {want_in} "
+                          f"({', '.join(m.input.channels)}); the model and its bundle.json do not belong together")
+    if _known(got_out) and got_out != want_out:
+        raise BundleError(f"{model} outputs {got_out} classes but {bundle.root}'s manifest lists {want_out} "
+                          f"({', '.join(m.class_names)}); the model and its bundle.json do not belong together")
+
+
+def _known(dim) -> bool:
+    return isinstance(dim, int) and dim >= 0
+
+
+def _show(shape: Sequence) -> str:
+    return "(" + ", ".join(str(d) if _known(d) else "?" for d in shape) + ")"

@@ -5,17 +5,21 @@ when ``KERAS_BACKEND`` names another backend, so this stays usable on TF-free in
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import sys
 
 import numpy as np
 
-from lulc.runtime.backends import device_arrays
+from lulc.runtime.backends import check_model_shapes, device_arrays
 from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BackendUnavailable
+from lulc.runtime.errors import BackendUnavailable, BundleError
+
+logger = logging.getLogger(__name__)
 
 #: tiles per model call on a GPU: enough to fill it, small enough for any model we train
 GPU_BATCH = 32
@@ -66,38 +70,70 @@ def on_jax_gpu() -> bool:
     return os.environ.get("KERAS_BACKEND") == "jax"
 
 
-def load_keras_model(bundle: Bundle):
-    """Load ``model.keras`` in safe mode (no code from the bundle is executed)."""
+def import_keras():
+    """Keras on its backend (JAX where TensorFlow is absent), or a one-line install hint."""
     default_to_jax()
     try:
         import keras
-    except ImportError as exc:
+    except ImportError:
         raise BackendUnavailable(
             "the keras backend needs Keras: install `lulc[train]` or export ONNX and use --backend onnx"
-        ) from exc
+        ) from None
+    return keras
+
+
+def load_keras_model(bundle: Bundle):
+    """Load ``model.keras`` in safe mode (no code from the bundle is executed)."""
+    keras = import_keras()
     path = bundle.artifact_path("keras")
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises whatever its zip, h5 and config readers raise
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if "safe_mode" in text or "Lambda" in text:
+            raise BundleError(f"{path} contains code (e.g. a Lambda layer) that lulc will not run: Keras safe mode "
+                              "refuses it; retrain the model without Lambda layers") from None
+        raise BundleError(f"cannot load the Keras model {path} (corrupt or not a .keras file?): {text[:200]}") from None
+
+
+def _gpu_visible(backend: str) -> bool:
+    """Whether the installed Keras backend sees a GPU (JAX asked without importing it on CPU boxes)."""
+    if backend == "jax":
+        return jax_gpu_available()
+    try:
+        return bool(import_keras().distribution.list_devices("gpu"))
+    except (RuntimeError, ValueError, NotImplementedError):
+        return False
 
 
 class KerasSession:
     """The Keras model; on JAX it runs as one jitted XLA program, and on a JAX GPU it takes and
-    returns device arrays (DLPack, no host copies)."""
+    returns device arrays (DLPack, no host copies). ``device='cpu'`` loads and runs it under
+    ``keras.device('cpu:0')`` on any Keras backend; ``device='cuda'`` needs a visible GPU."""
 
     name = "keras"
 
-    def __init__(self, bundle: Bundle):
-        self.model = load_keras_model(bundle)
-        import keras
-
+    def __init__(self, bundle: Bundle, device: str = "auto"):
+        keras = import_keras()
+        on_cpu = device == "cpu"
         backend = keras.backend.backend()
-        self.device_io = backend == "jax" and jax_gpu_available()
-        self._predict = _jax_predict(self.model) if backend == "jax" else self._eager
-        self.device = f"keras/{backend}" + ("/gpu" if self.device_io else "")
+        if device == "cuda" and not _gpu_visible(backend):
+            raise BackendUnavailable(f"--device cuda: Keras on {backend} sees no GPU here; "
+                                     "install `lulc[gpu]` on a GPU machine, or use --device cpu")
+        self._scope = (lambda: keras.device("cpu:0")) if on_cpu else contextlib.nullcontext
+        with self._scope():
+            self.model = load_keras_model(bundle)
+        check_model_shapes(bundle, "model.keras", self.model.input_shape, self.model.output_shape)
+        self.device_io = backend == "jax" and jax_gpu_available() and not on_cpu
+        self._predict = _jax_predict(self.model, on_cpu) if backend == "jax" else self._eager
+        self.device = f"keras/{backend}" + ("/gpu" if self.device_io else "/cpu" if on_cpu else "")
         if self.device_io:
             self.batch_size = GPU_BATCH
+        logger.info("keras backend %s, device %s", backend, self.device)
 
     def _eager(self, batch):
-        return self.model(batch, training=False)
+        with self._scope():
+            return self.model(batch, training=False)
 
     def run(self, batch):
         if self.device_io:
@@ -108,11 +144,16 @@ class KerasSession:
         return np.asarray(self._predict(batch), dtype=np.float32)
 
 
-def _jax_predict(model):
-    """One compiled program per batch shape: eager Keras-on-JAX would dispatch layer by layer."""
+def _jax_predict(model, on_cpu: bool = False):
+    """One compiled program per batch shape: eager Keras-on-JAX would dispatch layer by layer.
+
+    On the CPU the weights are committed to the CPU device, so the program runs there even
+    where JAX's default device is a GPU.
+    """
     import jax
 
-    trainable = [v.value for v in model.trainable_variables]
-    fixed = [v.value for v in model.non_trainable_variables]
+    put = functools.partial(jax.device_put, device=jax.devices("cpu")[0]) if on_cpu else (lambda v: v)
+    trainable = [put(v.value) for v in model.trainable_variables]
+    fixed = [put(v.value) for v in model.non_trainable_variables]
     step = jax.jit(lambda t, f, x: model.stateless_call(t, f, x, training=False)[0])
     return lambda x: step(trainable, fixed, x)

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import onnxruntime as ort
 
-from lulc.runtime.backends import device_arrays
+from lulc.runtime.backends import check_model_shapes, device_arrays
 from lulc.runtime.bundle import Bundle
 from lulc.runtime.errors import BackendUnavailable
 
@@ -44,6 +44,18 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def providers_for(device: str) -> list[str]:
+    """Execution providers for ``device``: ``cpu`` keeps onnxruntime-gpu off the GPU, ``cuda``
+    needs the CUDA provider, ``auto`` prefers CUDA where it is installed."""
+    available = available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda" and CUDA not in available:
+        raise BackendUnavailable("--device cuda: this onnxruntime has no CUDA provider; install onnxruntime-gpu "
+                                 "on a machine with an NVIDIA GPU, or use --device cpu")
+    return [p for p in (CUDA, "CPUExecutionProvider") if p in available]
+
+
 class InOrder:
     """Results of submitted calls, in order; ``close`` drops the calls not yet started."""
 
@@ -69,7 +81,8 @@ class OrtSession:
 
     name = "onnx"
 
-    def __init__(self, bundle: Bundle, artifact: str = "onnx", providers: list[str] | None = None):
+    def __init__(self, bundle: Bundle, artifact: str = "onnx", providers: list[str] | None = None,
+                 device: str = "auto"):
         path = bundle.artifact_path(artifact)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -77,14 +90,19 @@ class OrtSession:
         # writer threads need between model calls (measured slower on 2 busy cores).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         callers, opts.intra_op_num_threads = cpu_split(usable_cores())
-        wanted = providers or [p for p in (CUDA, "CPUExecutionProvider") if p in available_providers()]
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
+            self.session = ort.InferenceSession(str(path), sess_options=opts,
+                                                providers=providers or providers_for(device))
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
-            raise BackendUnavailable(f"onnxruntime cannot load {path}: {exc}") from exc
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BackendUnavailable(f"onnxruntime cannot load {path}: {reason}") from None
         # onnxruntime-gpu silently falls back to CPU when CUDA libraries are missing:
         # report what the session really uses, not what was asked for.
         self.device = self.session.get_providers()[0]
+        if device == "cuda" and self.device != CUDA:
+            raise BackendUnavailable(f"--device cuda: onnxruntime could not start its CUDA provider here (it runs on "
+                                     f"{self.device}); check the CUDA libraries and nvidia-smi, or use --device cpu")
+        check_model_shapes(bundle, path.name, self.session.get_inputs()[0].shape, self.session.get_outputs()[0].shape)
         self.device_io = self.device == CUDA
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name

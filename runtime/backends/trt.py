@@ -17,6 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
+from lulc.runtime.backends import check_model_shapes
 from lulc.runtime.bundle import Bundle
 from lulc.runtime.errors import BackendUnavailable, LulcError
 
@@ -120,10 +121,10 @@ class TrtSession:
         self.output = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         self.max_batch = int(details["max_batch"])
         self.tile_shape = tuple(details["input_shape"])  # (H, W, C), fixed at build time
-        out_tail = tuple(self.engine.get_tensor_shape(self.output))[1:]
+        self.out_tail = tuple(self.engine.get_tensor_shape(self.output))[1:]
         self.stream = cuda_call(cudart.cudaStreamCreate())
         self._buffers = {n: self._allocate(n, (self.max_batch, *shape))
-                         for n, shape in ((self.input, self.tile_shape), (self.output, out_tail))}
+                         for n, shape in ((self.input, self.tile_shape), (self.output, self.out_tail))}
         self.device = f"tensorrt {trt.__version__} {details.get('precision', '')} on {here.gpu}"
 
     def _allocate(self, name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
@@ -164,7 +165,12 @@ class TrtSession:
             self._cudart.cudaFree(device)
 
 
-def open_bundle_engine(bundle: Bundle) -> TrtSession:
-    """The bundle's recorded engine, after the compatibility guard."""
+def open_bundle_engine(bundle: Bundle, device: str = "auto") -> TrtSession:
+    """The bundle's recorded engine, after the compatibility guard and the manifest's shape check."""
+    if device == "cpu":
+        raise BackendUnavailable("--backend trt runs only on an NVIDIA GPU; use --device cuda or auto, "
+                                 "or --backend onnx for the CPU")
     path = bundle.artifact_path("trt")
-    return TrtSession(path, bundle.manifest.artifacts["trt"].details, bundle.root)
+    session = TrtSession(path, bundle.manifest.artifacts["trt"].details, bundle.root)
+    check_model_shapes(bundle, path.name, (None, *session.tile_shape), (None, *session.out_tail))
+    return session
