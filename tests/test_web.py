@@ -26,10 +26,11 @@ from lulc.runtime.bundle import MANIFEST
 from lulc.runtime.cli import main
 from lulc.runtime.errors import BackendUnavailable
 from lulc.runtime.infer import InferOptions, run_inference
-from lulc.runtime.serve import WEB_ROOT, make_server, server_url
+from lulc.runtime.serve import make_server, server_url
+from lulc.runtime.webpage import web_root
 
 CHROMIUM = Path("/usr/bin/chromium")
-E2E_SCRIPT = WEB_ROOT / "tests" / "e2e.mjs"
+E2E_SCRIPT = web_root() / "tests" / "e2e.mjs"
 #: float32 sums are added in another order in the page, which may flip exact near-ties only
 MIN_AGREEMENT = 0.995
 
@@ -108,7 +109,7 @@ def test_serve_missing_sample(trained_bundle, tmp_path):
 
 def _browser_stack() -> None:
     missing = [what for what, ok in [("node", shutil.which("node")), (str(CHROMIUM), CHROMIUM.exists()),
-                                     ("web/node_modules", (WEB_ROOT / "node_modules" / "playwright-core").is_dir())]
+                                     ("web/node_modules", (web_root() / "node_modules" / "playwright-core").is_dir())]
                if not ok]
     if missing:
         pytest.fail(f"the browser test needs {', '.join(missing)}: run `make test` (it installs them)")

@@ -3,9 +3,17 @@
 // Usage: node web/tools/tfjs_parity.mjs MODEL_DIR INPUT.f32 N,H,W,C OUTPUT.f32
 // Uses the pure-JS CPU backend (no tfjs-node binaries), i.e. the same kernels a browser
 // falls back to, so a pass here means the graph and weights themselves are right.
+//
+// TF.js is loaded from the browser bundle the page uses (node_modules/@tensorflow/tfjs/dist/
+// tf.min.js, a UMD file listed in web/vendor.txt), not from the npm package's Node entry:
+// that one file is in a checkout after `npm ci --prefix web` and in the installed wheel
+// (lulc/web/node_modules/...), so the gate runs wherever lulc is installed and `node` is.
 import { readFile, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+
+const require = createRequire(import.meta.url);
+const tf = require('../node_modules/@tensorflow/tfjs/dist/tf.min.js');
 
 const [modelDir, inputPath, shapeArg, outputPath] = process.argv.slice(2);
 if (!outputPath) {
