@@ -70,8 +70,6 @@ class Bundle:
             )
         try:
             manifest = Manifest.model_validate(raw)
-        except RecursionError:
-            raise BundleError(f"{path} is nested too deeply to be a bundle manifest") from None
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

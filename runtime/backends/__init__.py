@@ -98,7 +98,7 @@ def check_model_shapes(bundle: Bundle, model: str, inputs: Sequence, outputs: Se
     for role, shape in (("input", inputs), ("output", outputs)):
         if len(shape) != 4:
             raise BundleError(
-                f"{model} has a rank-{len(shape)} {role} {_show(shape)}; lulc-infer needs rank 4 "
+                f"{model} in {bundle.root} has a rank-{len(shape)} {role} {_show(shape)}; lulc-infer needs rank 4 "
                 "(tiles, height, width, channels): export a per-pixel model from this bundle")
     got_in, got_out = inputs[-1], outputs[-1]
     if _known(got_in) and got_in != want_in:
