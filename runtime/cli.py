@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 from importlib.metadata import entry_points
 
 import click
@@ -24,20 +26,33 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def configure_logging(verbosity: int) -> None:
     level = max(10, 30 - 10 * verbosity)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)  # also when a command's own -v/-q comes after the group's
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def handle_errors(func):
-    """Turn user mistakes (LulcError) into one line on stderr and exit code 1, no traceback."""
+    """Turn user mistakes (LulcError) into one line on stderr and exit code 1, no traceback.
+
+    SIGTERM (a scheduler or `kill` stopping the run) is handled like Ctrl-C: the command
+    stops cleanly and says what, if anything, can be resumed.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _interrupt)
         try:
             return func(*args, **kwargs)
         except LulcError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
-            raise click.ClickException("interrupted; no output was written (rerun with --resume where offered)") from None
+            raise click.ClickException("interrupted; no output was written") from None
+        except MemoryError:
+            raise click.ClickException("out of memory; use smaller tiles or blocks (--tile, --block-px)") from None
 
     return wrapper
 
@@ -87,34 +102,41 @@ def main(verbose: int, quiet: int) -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="Output class-map GeoTIFF (COG).")
 @click.option("--backend", type=click.Choice(["auto", "trt", "onnx", "keras"]), default="auto", show_default=True)
-@click.option("--tile", type=int, default=None, help="Tile size in px (default: the bundle's).")
-@click.option("--overlap", type=int, default=None, help="Tile overlap in px (default: the bundle's).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the model runs (auto: a GPU when the backend has one).")
+@click.option("--tile", type=click.IntRange(min=1), default=None, help="Tile size in px (default: the bundle's).")
+@click.option("--overlap", type=click.IntRange(min=0), default=None, help="Tile overlap in px (default: the bundle's).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Tiles per model call (default: about 0.25 MPix per call).")
+@click.option("--block-px", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Side of the blocks streamed through memory (and the unit of --resume).")
+@click.option("--band-names", type=click.Choice(["strict", "auto", "ignore"]), default="strict", show_default=True,
+              help="Input band names must equal the model's (strict), may be generic like B1..Bn (auto), or are not checked (ignore).")
 @click.option("--probabilities", is_flag=True, help="Add one uint8 probability band per class (0..254).")
 @click.option("--confidence", is_flag=True, help="Add a uint8 max-probability band (0..254).")
 @click.option("--quicklook", type=click.Path(), default=None, help="Also write a PNG preview of the class map.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files (never an input, a folder or the bundle).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last finished block row.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON run summary on stdout.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
+@click.option("-q", "--quiet", count=True, help="Less log output (repeatable).")
 @handle_errors
-def infer(bundle, inputs, output, backend, tile, overlap, batch_size, probabilities, confidence, quicklook,
-          overwrite, resume, as_json, progress):
+def infer(bundle, inputs, output, backend, device, tile, overlap, batch_size, block_px, band_names, probabilities,
+          confidence, quicklook, overwrite, resume, as_json, progress, verbose, quiet):
     """Classify INPUTS with the model BUNDLE and write a georeferenced class map.
 
     INPUTS is one raster, or several co-registered rasters whose bands are stacked in the
     order given (as they were given to `lulc train --image`).
     """
     from lulc.runtime.infer import InferOptions, run_inference, summary_json
-    from lulc.runtime.quicklook import write_quicklook
 
-    opts = InferOptions(backend=backend, tile=tile, overlap=overlap, batch_size=batch_size,
-                        probabilities=probabilities, confidence=confidence, overwrite=overwrite,
-                        resume=resume, progress=progress)
+    if verbose or quiet:
+        configure_logging(verbose - quiet)
+    opts = InferOptions(backend=backend, device=device, tile=tile, overlap=overlap, batch_size=batch_size,
+                        block_px=block_px, band_names=band_names, probabilities=probabilities, confidence=confidence,
+                        quicklook=quicklook, overwrite=overwrite, resume=resume, progress=progress)
     summary = run_inference(bundle, inputs, output, opts)
-    if quicklook:
-        write_quicklook(output, quicklook)
     if as_json:
         click.echo(summary_json(summary))
     else:

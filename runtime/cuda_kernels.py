@@ -80,15 +80,16 @@ def _blend(probs, ys, xs, weight, acc):
     x, y = cuda.grid(2)
     if y >= acc.shape[1] or x >= acc.shape[2]:
         return
-    size = probs.shape[1]
-    k = probs.shape[3]
+    size = min(probs.shape[1], probs.shape[2], weight.shape[0], weight.shape[1])
+    k = acc.shape[0] - 1  # bounds from the buffers themselves, as in the CPU kernel
+    kk = min(k, probs.shape[3])
     for n in range(probs.shape[0]):
         i = y - ys[n]
         j = x - xs[n]
         if i < 0 or i >= size or j < 0 or j >= size:
             continue
         wgt = weight[i, j]
-        for c in range(k):
+        for c in range(kk):
             acc[c, y, x] += wgt * probs[n, i, j, c]
         acc[k, y, x] += wgt
 

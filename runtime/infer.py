@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import NoReturn
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,14 @@ from lulc.runtime.temporal_kernels import kernels_for
 from lulc.runtime.backends import Session, prepare, run_all
 from lulc.runtime.bandstack import write_band_stack
 from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import InputRasterError
+from lulc.runtime.errors import BundleError, InputRasterError, LulcError
 from lulc.runtime.indices import fill_indices, index_bands
+from lulc.runtime.outputs import check_outputs, locked_all, temp_path
+from lulc.runtime.quicklook import write_quicklook
 from lulc.runtime.rasters import input_nodata, open_input, read_padded
+from lulc.runtime.resume import ResumeState
 from lulc.runtime.tiling import Block, TileGrid, blend_weights, make_grid
-from lulc.runtime.writer import check_output, class_map_writer, temp_path, write_block
+from lulc.runtime.writer import PartialMap
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +54,13 @@ class InferOptions:
     resume: bool = False
     block_px: int = 1024
     progress: bool = True
+    quicklook: str | os.PathLike | None = None  # PNG preview written after the map
+    device: str = "auto"  # cpu | cuda | auto, passed to the backend
+    band_names: str = "strict"  # strict | auto | ignore: how input band names must match the model's
+
+
+class Interrupted(LulcError):
+    """Ctrl-C or SIGTERM stopped the run; the message says whether it can be resumed."""
 
 
 @dataclass
@@ -74,40 +85,6 @@ def peak_rss_mb() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
-
-
-class _Resume:
-    """Checkpoint after each finished block row: rows done + the carried row buffer."""
-
-    def __init__(self, final: Path, key: dict):
-        self.state = temp_path(final, "resume.json")
-        self.pending = temp_path(final, "resume.npy")
-        self.key = key
-
-    def load(self) -> tuple[int, np.ndarray | None]:
-        if not self.state.exists():
-            return 0, None
-        saved = json.loads(self.state.read_text())
-        if saved.get("key") != self.key:
-            raise InputRasterError(
-                f"cannot resume: {self.state.name} was written for other inputs or options; rerun without --resume"
-            )
-        return int(saved["rows_done"]), np.load(self.pending, allow_pickle=False)
-
-    def save(self, rows_done: int, pending: np.ndarray) -> None:
-        tmp = self.pending.with_suffix(".tmp.npy")
-        np.save(tmp, pending)
-        os.replace(tmp, self.pending)
-        tmp_state = self.state.with_suffix(".tmp")
-        tmp_state.write_text(json.dumps({"key": self.key, "rows_done": rows_done}))
-        os.replace(tmp_state, self.state)
-
-    def exists(self) -> bool:
-        return self.state.exists()
-
-    def clear(self) -> None:
-        self.state.unlink(missing_ok=True)
-        self.pending.unlink(missing_ok=True)
 
 
 @dataclass
@@ -219,6 +196,9 @@ class _BlockRunner:
         """Blend the block's model results (from :meth:`launch`), with the carried strips, into ``slot.acc``."""
         kx, acc, ov = self.kx, slot.acc, self.grid.overlap
         for (a, b), probs in zip(*launched):
+            if probs.shape[1:] != (self.grid.size, self.grid.size, self.k):
+                raise BundleError(f"the model returned {tuple(probs.shape)} for {b - a} tiles of {self.grid.size} px, "
+                                  f"expected {self.k} class channels (bundle.json lists {self.k} classes)")
             kx.blend_accumulate(probs, block.tile_ys[a:b], block.tile_xs[a:b], self.weight, acc)
             self.tiles_run += b - a
         if not ov:
@@ -258,60 +238,89 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike |
     """Classify ``input_path`` with the bundle and write a COG class map to ``output_path``.
 
     Several co-registered rasters (as given to ``lulc train --image``) are classified as
-    one stack of their bands, in order.
+    one stack of their bands, in order. Every output is checked against the inputs, the
+    bundle and each other before any work, and locked against a second run for the whole
+    run; the map and then the quicklook are renamed into place only when complete.
     """
     opts = opts or InferOptions()
     bundle = Bundle.load(bundle_dir)
-    final = check_output(output_path, overwrite=opts.overwrite or opts.resume)
     inputs = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
-    if len(inputs) == 1:
-        return _run(bundle, inputs[0], inputs, final, opts)
-    stacked = temp_path(final, "inputs.vrt")
-    try:
-        return _run(bundle, write_band_stack(inputs, stacked), inputs, final, opts)
-    finally:
-        stacked.unlink(missing_ok=True)
+    wanted = {"output": output_path, **({"quicklook": opts.quicklook} if opts.quicklook else {})}
+    paths = check_outputs(wanted, inputs, [bundle.root], opts.overwrite)
+    with locked_all(paths.values()):
+        check_outputs(wanted, inputs, [bundle.root], opts.overwrite)  # again, now that no other run can change them
+        final = paths["output"]
+        if len(inputs) == 1:
+            summary = _run(bundle, inputs[0], inputs, final, opts)
+        else:
+            stacked = temp_path(final, "inputs.vrt")
+            try:
+                summary = _run(bundle, write_band_stack(inputs, stacked), inputs, final, opts)
+            finally:
+                stacked.unlink(missing_ok=True)
+        if "quicklook" in paths:
+            write_quicklook(final, paths["quicklook"])
+    return summary
 
 
-def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, opts: InferOptions) -> RunSummary:
-    """Classify ``source``: the one input raster, or the VRT stacking ``inputs``."""
-    m = bundle.manifest
+def _tile_geometry(m, opts: InferOptions, height: int, width: int) -> tuple[int, int]:
+    """(tile, overlap) for this raster: the bundle's unless overridden, and never larger than
+    the raster needs (one tile then covers it, so no overlap), which bounds the buffers."""
     size = opts.tile or m.tile.size
     overlap = m.tile.overlap if opts.overlap is None else opts.overlap
+    if size < 1:
+        raise InputRasterError(f"--tile must be a positive number of px, got {size}")
     if size % m.tile.divisor:
         raise InputRasterError(f"--tile {size} must be a multiple of {m.tile.divisor} for this {m.architecture}")
     if not 0 <= overlap < size:
         raise InputRasterError(f"--overlap {overlap} must be between 0 and the tile size {size}")
     if opts.batch_size is not None and opts.batch_size < 1:
         raise InputRasterError(f"--batch-size must be at least 1, got {opts.batch_size}")
+    whole = -(-max(height, width) // m.tile.divisor) * m.tile.divisor
+    if size >= whole:
+        return whole, 0
+    return size, overlap
+
+
+def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, opts: InferOptions) -> RunSummary:
+    """Classify ``source``: the one input raster, or the VRT stacking ``inputs``."""
+    m = bundle.manifest
     t0 = time.perf_counter()
     threading.Thread(target=kernels.warm_up, name="lulc-warm-up", daemon=True).start()
     # A small fixed GDAL block cache: its default (5 % of RAM) would grow with the raster size.
     # Uncompressed GeoTIFFs are read straight into our buffer, bypassing that cache (half the
     # CPU time of a cached read; compressed files ignore the option).
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GTIFF_DIRECT_IO=True), open_input(source, m.input) as src:
-        session = prepare(bundle, opts.backend)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GTIFF_DIRECT_IO=True), \
+            open_input(source, m.input, band_names=opts.band_names, normalization=m.normalization) as src:
+        size, overlap = _tile_geometry(m, opts, src.height, src.width)
+        session = prepare(bundle, opts.backend, opts.device)
         grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
-        runner = _BlockRunner(bundle, session, grid, opts, input_nodata(src, m.input), src.count)
-        resume = _Resume(final, {"model": bundle.fingerprint(), "input": "+".join(str(Path(p).resolve()) for p in inputs),
-                                 "tile": size, "overlap": overlap, "block_px": opts.block_px,
-                                 "probabilities": opts.probabilities, "confidence": opts.confidence})
-        if opts.resume:
-            rows_done, pending = resume.load()
-            if pending is not None:
-                runner.kx.to_device(pending, runner.pending)
-                logger.info("resuming after %d finished block rows", rows_done)
-        else:
+        try:
+            runner = _BlockRunner(bundle, session, grid, opts, input_nodata(src, m.input), src.count)
+        except MemoryError:
+            raise InputRasterError(f"--tile {size} needs more memory than this machine has; use a smaller --tile") from None
+        resume = ResumeState(final, {"model": bundle.fingerprint(), "input": "+".join(str(Path(p).resolve()) for p in inputs),
+                                     "tile": size, "overlap": overlap, "block_px": opts.block_px,
+                                     "probabilities": opts.probabilities, "confidence": opts.confidence})
+        partial = PartialMap(final, src, m.classes, opts.probabilities, opts.confidence,
+                             {"LULC_BUNDLE": m.architecture, "LULC_TASK": m.task, "LULC_BACKEND": session.name})
+        rows_done = _restore(runner, grid, resume, partial) if opts.resume else 0
+        if not rows_done:
             resume.clear()
-            rows_done = 0
-        tags = {"LULC_BUNDLE": m.architecture, "LULC_TASK": m.task, "LULC_BACKEND": session.name}
+            partial.create()
         blocks = [b for b in grid.blocks() if b.row >= rows_done]
-        with class_map_writer(final, src, m.classes, opts.probabilities, opts.confidence, tags,
-                              reopen=rows_done > 0, keep_partial=resume.exists) as dst, \
-                ThreadPoolExecutor(1, thread_name_prefix="lulc-read") as reader, \
-                ThreadPoolExecutor(1, thread_name_prefix="lulc-write") as writer, \
-                tqdm(total=len(blocks), desc="Classifying blocks", unit="block", disable=not opts.progress) as bar:
-            _stream(runner, src, dst, blocks, reader, writer, resume, bar, t0)
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="lulc-read") as reader, \
+                    ThreadPoolExecutor(1, thread_name_prefix="lulc-write") as writer, \
+                    tqdm(total=len(blocks), desc="Classifying blocks", unit="block", disable=not opts.progress) as bar:
+                _stream(runner, src, partial, blocks, reader, writer, resume, bar, t0)
+            if not rows_done and not runner.tiles_run:
+                resume.clear()
+                raise InputRasterError(f"{Path(str(source)).name if len(inputs) == 1 else 'the input stack'} has no valid "
+                                       "pixel (all nodata or NaN): nothing to classify")
+            partial.finish()
+        except BaseException as exc:
+            _stop(partial, resume, grid, exc)
         resume.clear()
         seconds = time.perf_counter() - t0
         pixels = src.width * src.height
@@ -321,14 +330,47 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, o
     return summary
 
 
-def _stream(runner: _BlockRunner, src, dst, blocks: list[Block], reader, writer, resume: _Resume, bar, t0: float) -> None:
+def _restore(runner: _BlockRunner, grid: TileGrid, resume: ResumeState, partial: PartialMap) -> int:
+    """Block rows an interrupted run finished and that are verifiably on disk (0: start over)."""
+    rows_done, strip, x0 = resume.load()
+    if not rows_done:
+        logger.info("nothing to resume for %s; starting from the beginning", partial.final)
+        return 0
+    windows = [[_window(b) for b in grid.blocks() if b.row == r] for r in range(rows_done)]
+    if not partial.reopen(windows, resume.row_crcs):
+        logger.warning("the partial map of %s does not match its resume state; starting over", partial.final)
+        return 0
+    pending = np.zeros(runner.pending.shape, np.float32)
+    pending[:, :, x0 : x0 + strip.shape[2]] = strip
+    runner.kx.to_device(pending, runner.pending)
+    logger.info("resuming after %d of %d finished block rows", rows_done, grid.shape[0])
+    return rows_done
+
+
+def _stop(partial: PartialMap, resume: ResumeState, grid: TileGrid, exc: BaseException) -> NoReturn:
+    """Leave a resumable state where finished rows exist, nothing otherwise; re-raise ``exc``
+    (an interrupt as one line saying what can be resumed)."""
+    if resume.exists():
+        partial.close()
+        kept = f"{len(resume.row_crcs)} of {grid.shape[0]} block rows are kept: rerun with --resume to continue"
+    else:
+        partial.discard()
+        kept = "no output was written"
+    if isinstance(exc, KeyboardInterrupt):
+        raise Interrupted(f"interrupted; {kept}") from None
+    raise exc
+
+
+def _stream(runner: _BlockRunner, src, partial: PartialMap, blocks: list[Block], reader, writer,
+            resume: ResumeState, bar, t0: float) -> None:
     """The pipeline: while block i runs, block i+1 is read and packed and block i-1 is finalised
     and written, so the model thread does nothing but model calls and blending. Block i+1's
     tiles are queued on the model before block i is blended, so the model never waits for a
-    block boundary."""
+    block boundary. After each block row, the partial map is synced to disk and only then
+    counted in the resume state."""
 
     def finish(block: Block, slot: _Slot) -> None:
-        write_block(dst, _window(block), runner.finalize(block, slot))
+        partial.write_block(_window(block), runner.finalize(block, slot))
 
     def refill(finished, block: Block, slot: _Slot) -> _Slot:
         finished.result()  # the slot's previous block is finalised: its buffers are free
@@ -347,7 +389,7 @@ def _stream(runner: _BlockRunner, src, dst, blocks: list[Block], reader, writer,
             _cancel(reads[i + 1 :], launched, queued)
             raise
         if runner.on_device:  # device kernels stay queued in order on this thread
-            job = writer.submit(write_block, dst, _window(block), runner.finalize(block, slot))
+            job = writer.submit(partial.write_block, _window(block), runner.finalize(block, slot))
         else:
             job = writer.submit(finish, block, slot)
         if i + 2 < len(blocks):
@@ -357,7 +399,7 @@ def _stream(runner: _BlockRunner, src, dst, blocks: list[Block], reader, writer,
             for w in row_writes:
                 w.result()
             row_writes.clear()
-            resume.save(block.row + 1, runner.kx.to_host(runner.pending))
+            resume.save(block.row + 1, runner.kx.to_host(runner.pending), partial.sync())
         done_px = (block.y0 + block.owned_h) * src.width
         bar.set_postfix(mpix_s=f"{done_px / 1e6 / max(time.perf_counter() - t0, 1e-9):.2f}")
         bar.update(1)

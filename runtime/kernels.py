@@ -100,17 +100,20 @@ def blend_accumulate(
     The last plane of ``acc`` collects the weight sum. Parallel over accumulator rows (not
     tiles): overlapping tiles write the same pixels, but each row has exactly one writer.
     """
-    k = probs.shape[3]
-    size = probs.shape[1]
+    # every bound comes from the buffers read and written, so a model whose output does not
+    # match the accumulator can never write outside it
+    k = acc.shape[0] - 1
+    kk = min(k, probs.shape[3])
+    size = min(probs.shape[1], weight.shape[0])
     for y in prange(acc.shape[1]):
         for n in range(probs.shape[0]):
             i = y - ys[n]
             if i < 0 or i >= size:
                 continue
             x0 = xs[n]
-            for j in range(size):
+            for j in range(max(0, min(size, probs.shape[2], weight.shape[1], acc.shape[2] - x0))):
                 wgt = weight[i, j]
-                for c in range(k):
+                for c in range(kk):
                     acc[c, y, x0 + j] += wgt * probs[n, i, j, c]
                 acc[k, y, x0 + j] += wgt
 

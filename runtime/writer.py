@@ -7,35 +7,25 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TypeVar
 
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp
+from rasterio.errors import RasterioError
 from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
 from lulc.runtime.errors import LulcError, OutputError
 from lulc.runtime.kernels import NODATA_CLASS, PROB_SCALE
 from lulc.runtime.manifest import ClassInfo
+from lulc.runtime.outputs import replace_atomically, temp_path
 from lulc.runtime.overviews import level_paths, with_overviews, write_levels
+from lulc.runtime.resume import crc_bands
 
-
-def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Fail early (before any work) if the output cannot be created."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputError(f"output {path} already exists (use --overwrite to replace it)")
-    if path.is_dir():
-        raise OutputError(f"output {path} is a folder, not a file name")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write {path}: folder {parent} is not writable")
-    return path
+T = TypeVar("T")
 
 
 def band_layout(classes: list[ClassInfo], probabilities: bool, confidence: bool) -> list[str]:
@@ -48,61 +38,94 @@ def band_layout(classes: list[ClassInfo], probabilities: bool, confidence: bool)
     return names
 
 
-def temp_path(final: Path, suffix: str) -> Path:
-    return final.with_name(f".{final.name}.{suffix}")
+class PartialMap:
+    """The uncompressed tiled GeoTIFF a run fills block by block, beside the final map.
 
-
-@contextmanager
-def class_map_writer(
-    final: Path,
-    profile_src: rasterio.io.DatasetReader,
-    classes: list[ClassInfo],
-    probabilities: bool,
-    confidence: bool,
-    tags: dict[str, str],
-    reopen: bool = False,
-    keep_partial: Callable[[], bool] = lambda: False,
-) -> Iterator[rasterio.io.DatasetWriter]:
-    """Yield a writer on a temporary tiled GeoTIFF; on success convert to COG at ``final``.
-
-    ``reopen`` continues the temporary file of an interrupted run. On failure the temporary
-    file is deleted unless ``keep_partial()`` says a resume checkpoint refers to it.
+    :meth:`sync` closes and reopens it, which is the only way to make GDAL write every
+    cached block and the TIFF directory; with the fsync that follows, the rows written so
+    far survive a SIGKILL, which is what lets :mod:`lulc.runtime.resume` trust them.
     """
-    work = temp_path(final, "partial.tif")
-    names = band_layout(classes, probabilities, confidence)
-    profile = {
-        "driver": "GTiff",
-        "width": profile_src.width,
-        "height": profile_src.height,
-        "count": len(names),
-        "dtype": "uint8",
-        "crs": profile_src.crs,
-        "transform": profile_src.transform,
-        "nodata": NODATA_CLASS,
-        "tiled": True,
-        "blockxsize": 512,
-        "blockysize": 512,
-        "interleave": "band",
-        "BIGTIFF": "IF_SAFER",
-    }
-    completed = False
+
+    def __init__(self, final: Path, profile_src: rasterio.io.DatasetReader, classes: list[ClassInfo],
+                 probabilities: bool, confidence: bool, tags: dict[str, str]):
+        self.final = final
+        self.path = temp_path(final, "partial.tif")
+        self.classes, self.tags = classes, tags
+        self.names = band_layout(classes, probabilities, confidence)
+        self.profile = {
+            "driver": "GTiff", "width": profile_src.width, "height": profile_src.height, "count": len(self.names),
+            "dtype": "uint8", "crs": profile_src.crs, "transform": profile_src.transform, "nodata": NODATA_CLASS,
+            "tiled": True, "blockxsize": 512, "blockysize": 512, "interleave": "band", "BIGTIFF": "IF_SAFER",
+        }
+        self.dst: rasterio.io.DatasetWriter | None = None
+        self.row_crc = 0  # CRC of the pixels written since the last sync
+
+    def create(self) -> None:
+        """Start an empty partial map (any previous one is replaced)."""
+        self.dst = _output_call(self.final, lambda: rasterio.open(self.path, "w", **self.profile))
+        _describe(self.dst, self.classes, self.names, self.tags)
+
+    def reopen(self, windows: list[list[Window]], crcs: list[int]) -> bool:
+        """Continue the partial map of an interrupted run if its finished rows (``windows``,
+        one list per block row) still hold the pixels whose CRCs the resume state recorded."""
+        try:
+            dst = rasterio.open(self.path, "r+")
+        except (RasterioError, OSError):
+            return False
+        try:
+            same = (dst.count, dst.width, dst.height) == (len(self.names), self.profile["width"], self.profile["height"])
+            if same and all(crc_bands(dst.read(window=w) for w in row) == crc for row, crc in zip(windows, crcs)):
+                self.dst = dst
+                return True
+        except (RasterioError, OSError):
+            pass
+        dst.close()
+        return False
+
+    def write_block(self, window: Window, bands: list[np.ndarray]) -> None:
+        """Write a block's bands (blocks of a row in raster order, one writer thread)."""
+        for i, band in enumerate(bands, start=1):
+            _output_call(self.final, lambda: self.dst.write(band, i, window=window))
+        self.row_crc = crc_bands(bands, self.row_crc)
+
+    def sync(self) -> int:
+        """Put everything written so far on disk; returns the CRC of the pixels written since
+        the last sync, for the resume state to verify them by."""
+        _output_call(self.final, self.close)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            _output_call(self.final, lambda: os.fsync(fd))
+        finally:
+            os.close(fd)
+        self.dst = _output_call(self.final, lambda: rasterio.open(self.path, "r+"))
+        crc, self.row_crc = self.row_crc, 0
+        return crc
+
+    def close(self) -> None:
+        if self.dst is not None and not self.dst.closed:
+            self.dst.close()
+
+    def finish(self) -> None:
+        """Close, convert into the COG at the final path (atomically) and drop the partial map."""
+        _output_call(self.final, self.close)
+        _output_call(self.final, lambda: _to_cog(self.path, self.final, smooth=len(self.names) > 1))
+        self.path.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _output_call(final: Path, call: Callable[[], T]) -> T:
+    """Run a GDAL write; a failure names its cause (e.g. the disk is full), not rasterio's
+    "see previous exception"."""
     try:
-        if reopen and work.exists():
-            dst = rasterio.open(work, "r+")
-        else:
-            dst = rasterio.open(work, "w", **profile)
-            _describe(dst, classes, names, tags)
-        with dst:
-            yield dst
-        _to_cog(work, final, smooth=len(names) > 1)
-        completed = True
-    except OSError as exc:
-        if isinstance(exc, LulcError):  # an input error raised mid-run is not an output problem
+        return call()
+    except (RasterioError, OSError) as exc:
+        if isinstance(exc, LulcError):
             raise
-        raise OutputError(f"cannot write {final}: {exc}") from exc
-    finally:
-        if completed or not keep_partial():
-            work.unlink(missing_ok=True)
+        cause = exc.__context__ or exc
+        raise OutputError(f"cannot write {final}: {cause}") from exc
 
 
 def _describe(dst, classes: list[ClassInfo], names: list[str], tags: dict[str, str]) -> None:
@@ -147,12 +170,9 @@ def _to_cog(work: Path, final: Path, smooth: bool) -> None:
             BIGTIFF="IF_SAFER",
             NUM_THREADS="ALL_CPUS",  # the model is done by now: compress on every core
         )
-        os.replace(staged, final)
+        replace_atomically(staged, final)
     finally:
         for path in (staged, vrt, *levels):
             path.unlink(missing_ok=True)
 
 
-def write_block(dst: rasterio.io.DatasetWriter, window: Window, bands: list[np.ndarray]) -> None:
-    for i, band in enumerate(bands, start=1):
-        dst.write(band, i, window=window)

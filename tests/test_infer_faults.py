@@ -9,7 +9,7 @@ import rasterio
 from conftest import BANDS, synthetic_scene, write_raster
 from lulc.runtime import infer
 from lulc.runtime.errors import InputRasterError
-from lulc.runtime.infer import InferOptions, run_inference
+from lulc.runtime.infer import InferOptions, Interrupted, run_inference
 from lulc.runtime.kernels import NODATA_CLASS
 from test_tiling import PixelSession
 
@@ -26,7 +26,7 @@ def raster(tmp_path):
 @pytest.fixture
 def session(monkeypatch):
     s = PixelSession()
-    monkeypatch.setattr(infer, "prepare", lambda bundle, backend: s)
+    monkeypatch.setattr(infer, "prepare", lambda bundle, backend, device="auto": s)
     return s
 
 
@@ -80,13 +80,14 @@ def test_interrupt_leaves_nothing_then_resume_finishes_identically(bundle_copy, 
     session.name, session.device = "pixel", "numpy"
     broken = Interrupt(session, after=calls_whole * 3 // 4)
     broken.name, broken.device = session.name, session.device
-    monkeypatch.setattr(infer, "prepare", lambda bundle, backend: broken)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(infer, "prepare", lambda bundle, backend, device="auto": broken)
+    with pytest.raises(Interrupted, match="rerun with --resume"):
         run_inference(bundle_copy, path, out, InferOptions(**OPTS, confidence=True))
     assert not out.exists()  # Ctrl-C: nothing at the final path, only the resume state beside it
-    assert any(p.name.startswith(".out.tif.resume") for p in tmp_path.iterdir())
+    assert {p.name for p in tmp_path.iterdir() if p.name.startswith(".out")} == {
+        ".out.tif.partial.tif", ".out.tif.resume.npz"}
 
-    monkeypatch.setattr(infer, "prepare", lambda bundle, backend: session)
+    monkeypatch.setattr(infer, "prepare", lambda bundle, backend, device="auto": session)
     before = session.calls
     run_inference(bundle_copy, path, out, InferOptions(**OPTS, confidence=True, resume=True))
     assert 0 < session.calls - before < calls_whole  # finished block rows were not recomputed
@@ -99,10 +100,10 @@ def test_interrupt_without_resume_cleans_up(bundle_copy, raster, session, tmp_pa
     path, _ = raster
     broken = Interrupt(session, after=2)
     broken.name, broken.device = "pixel", "numpy"
-    monkeypatch.setattr(infer, "prepare", lambda bundle, backend: broken)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(infer, "prepare", lambda bundle, backend, device="auto": broken)
+    with pytest.raises(Interrupted, match="interrupted; "):
         run_inference(bundle_copy, path, tmp_path / "out.tif", InferOptions(**OPTS))
-    monkeypatch.setattr(infer, "prepare", lambda bundle, backend: session)
+    monkeypatch.setattr(infer, "prepare", lambda bundle, backend, device="auto": session)
     run_inference(bundle_copy, path, tmp_path / "out.tif", InferOptions(**OPTS, overwrite=True))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "in.tif", "out.tif"]
 
@@ -125,4 +126,4 @@ def test_corrupt_block_reports_its_window(bundle_copy, session, tmp_path):
     # stopped cleanly: no map at the final path; finished block rows stay resumable (hidden files)
     assert not out.exists()
     assert {p.name for p in tmp_path.iterdir() if p.name.startswith(".out")} <= {
-        ".out.tif.partial.tif", ".out.tif.resume.json", ".out.tif.resume.npy"}
+        ".out.tif.partial.tif", ".out.tif.resume.npz"}
