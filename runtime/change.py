@@ -20,7 +20,7 @@ import rasterio
 from lulc.runtime.errors import InputRasterError
 from lulc.runtime.kernels import NODATA_CLASS
 from lulc.runtime.rasters import open_raster
-from lulc.runtime.writer import check_output, temp_path
+from lulc.runtime.outputs import check_output, temp_path
 
 UNCHANGED_COLOR = (60, 60, 60)
 
@@ -34,9 +34,19 @@ class ChangeSummary:
     rows: list[tuple[str, str, int, float]]
 
 
+def _legend_tag(src, key: str) -> dict:
+    """A JSON legend tag keyed by class id: lulc-infer keeps it on band 1 (the class band); maps
+    made by other tools may carry it on the dataset. Missing: an empty dict."""
+    raw = src.tags(1).get(key) or src.tags().get(key)
+    try:
+        legend = {int(k): v for k, v in json.loads(raw).items()} if raw else {}
+    except (ValueError, AttributeError):
+        raise InputRasterError(f"{Path(src.name).name} has an unreadable {key} tag; use class maps written by lulc-infer") from None
+    return legend
+
+
 def _class_names(src) -> dict[int, str] | None:
-    raw = src.tags().get("CLASS_NAMES")
-    return {int(k): v for k, v in json.loads(raw).items()} if raw else None
+    return {k: str(v) for k, v in _legend_tag(src, "CLASS_NAMES").items()} or None
 
 
 def shared_classes(a, b) -> list[str]:
@@ -95,9 +105,8 @@ def detect_change(map_a: str | os.PathLike, map_b: str | os.PathLike, output: st
                 dst.set_band_description(1, "transition")
                 dst.update_tags(TRANSITIONS=json.dumps(legend), CLASS_NAMES=json.dumps(dict(enumerate(classes))),
                                 CODE="from * K + to", K=str(k), **{f"TRANSITION_{c}": n for c, n in legend.items()})
-                colors = json.loads(a.tags().get("CLASS_COLORS", "{}"))
                 if byte:
-                    dst.write_colormap(1, _colormap(classes, {int(i): c for i, c in colors.items()}))
+                    dst.write_colormap(1, _colormap(classes, _legend_tag(a, "CLASS_COLORS")))
             os.replace(work, final)
         finally:
             work.unlink(missing_ok=True)

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import rasterio
 from click.testing import CliRunner
-from conftest import write_raster
+from conftest import BANDS, synthetic_scene, write_raster
 
 from lulc.runtime.cli import main
 
@@ -48,3 +51,32 @@ def test_change_refuses_different_class_lists(tmp_path):
     res = CliRunner().invoke(main, ["change", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "-o", str(tmp_path / "c.tif")])
     assert res.exit_code == 1 and "different class lists" in res.output and "forest" in res.output
     assert not (tmp_path / "c.tif").exists()
+
+
+def test_change_between_maps_written_by_lulc_infer(trained_bundle, tmp_path):
+    """infer -> change on real output, through the installed scripts: the legend lulc-infer
+    writes (on band 1) is the one change reads, so a format change on either side fails here."""
+    before, _ = synthetic_scene(48, 64, seed=5)
+    after = before.copy()
+    after[:, 8:40, 16:48] = np.array([300, 400, 300, 200], np.uint16)[:, None, None]  # water spectra
+    bin_dir = Path(sys.executable).parent
+    maps = []
+    for name, image in (("before", before), ("after", after)):
+        src = write_raster(tmp_path / f"{name}.tif", image, descriptions=BANDS)
+        maps.append(tmp_path / f"{name}_map.tif")
+        proc = subprocess.run([str(bin_dir / "lulc-infer"), str(trained_bundle), str(src), "-o", str(maps[-1]),
+                               "--no-progress"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([str(bin_dir / "lulc"), "change", *map(str, maps), "-o", str(tmp_path / "c.tif")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with rasterio.open(maps[0]) as a, rasterio.open(maps[1]) as b, rasterio.open(tmp_path / "c.tif") as c:
+        fa, fb, code = a.read(1), b.read(1), c.read(1)
+        assert json.loads(c.tags()["CLASS_NAMES"]) == {"0": "crop", "1": "grass", "2": "water"}
+    both = (fa < 3) & (fb < 3)
+    np.testing.assert_array_equal(code[both], fa[both].astype(int) * 3 + fb[both])
+    assert (code[~both] == 255).all()
+    rows = list(csv.DictReader(open(tmp_path / "c.csv")))
+    assert sum(int(r["pixels"]) for r in rows) == both.sum()
+    changed = sum(int(r["pixels"]) for r in rows if r["from"] != r["to"])
+    assert changed == (both & (fa != fb)).sum() > 0
