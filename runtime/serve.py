@@ -90,6 +90,10 @@ class DemoHandler(SimpleHTTPRequestHandler):
             self.end_headers()
             return io.BytesIO(self.config)
         try:
+            target = self.translate_path(self.path)
+            if target != str(self.web) and os.path.isdir(target):  # only / is a folder with a page
+                self.send_error(HTTPStatus.NOT_FOUND, "no directory listings")
+                return None
             return super().send_head()
         except ValueError:  # a path the OS refuses to look up
             self.send_error(HTTPStatus.BAD_REQUEST, "bad path")
