@@ -124,8 +124,18 @@ def _output_call(final: Path, call: Callable[[], T]) -> T:
     except (RasterioError, OSError) as exc:
         if isinstance(exc, LulcError):
             raise
-        cause = exc.__context__ or exc
-        raise OutputError(f"cannot write {final}: {cause}") from exc
+        raise OutputError(f"cannot write {final}: {_write_failure(final.parent, exc)}") from exc
+
+
+def _write_failure(folder: Path, exc: BaseException) -> str:
+    """Why a write failed: GDAL reports a full disk as a failed block write, so look."""
+    try:
+        fs = os.statvfs(folder)
+        if fs.f_bavail * fs.f_frsize < 2**20:
+            return f"no space left on the device of {folder}"
+    except (OSError, AttributeError):  # no statvfs on Windows
+        pass
+    return str(exc.__context__ or exc)
 
 
 def _describe(dst, classes: list[ClassInfo], names: list[str], tags: dict[str, str]) -> None:
