@@ -15,6 +15,7 @@ from conftest import BANDS, synthetic_scene, write_raster
 from lulc.runtime import backends
 from lulc.runtime.backends import device_arrays, keras_backend, ort, trt
 from lulc.runtime.bundle import Bundle
+from lulc.runtime.errors import LulcError
 from test_runtime_no_tf import _run
 
 
@@ -175,3 +176,85 @@ def test_closing_queued_calls_drops_those_not_started():
         gate.set()
     assert started == [0]
     assert list(queued) == []
+
+
+CPU = "CPUExecutionProvider"
+
+
+@pytest.fixture
+def cuda_offered(monkeypatch):
+    """onnxruntime-gpu as seen from a CPU box: CUDA listed, every session recorded (and run on the
+    CPU, the only provider this onnxruntime really has)."""
+    asked = []
+    real = ort.ort.InferenceSession
+
+    def spy(path, sess_options=None, providers=None):
+        asked.append(list(providers))
+        return real(path, sess_options=sess_options, providers=[CPU])
+
+    monkeypatch.setattr(ort, "available_providers", lambda: [ort.CUDA, CPU])
+    monkeypatch.setattr(ort.ort, "InferenceSession", spy)
+    return asked
+
+
+def test_device_cpu_keeps_onnxruntime_off_cuda(trained_bundle, cuda_offered, monkeypatch, caplog):
+    bundle = Bundle.load(trained_bundle)
+    caplog.set_level("INFO", logger="lulc.runtime.backends")
+    session = backends.prepare(bundle, "onnx", device="cpu")
+    assert cuda_offered == [[CPU]] and session.device == CPU and not session.device_io
+    assert "backend onnx runs on CPUExecutionProvider (device cpu requested)" in caplog.text
+    backends.prepare(bundle, "onnx", device="auto")  # today's behaviour: CUDA preferred where offered
+    assert cuda_offered[-1] == [ort.CUDA, CPU]
+    # auto on the CPU leaves out every GPU engine, even where they would be usable
+    monkeypatch.setattr(trt, "usable", lambda b: True)
+    monkeypatch.setattr(keras_backend, "on_jax_gpu", lambda: True)
+    assert backends._auto(bundle, "cpu") == "onnx" and backends._auto(bundle, "auto") == "trt"
+    assert backends.prepare(bundle, "auto", device="cpu").name == "onnx"
+    assert cuda_offered[-1] == [CPU]
+    assert "backend auto -> onnx (device cpu)" in caplog.text
+
+
+def test_device_cuda_never_falls_back_to_the_cpu(trained_bundle, cuda_offered, monkeypatch):
+    bundle = Bundle.load(trained_bundle)
+    with pytest.raises(LulcError, match="could not start its CUDA provider"):  # offered, but fell back
+        backends.prepare(bundle, "onnx", device="cuda")
+    assert cuda_offered == [[ort.CUDA, CPU]]
+    monkeypatch.setattr(ort, "available_providers", lambda: [CPU])
+    with pytest.raises(LulcError, match="this onnxruntime has no CUDA provider"):
+        backends.prepare(bundle, "onnx", device="cuda")
+    with pytest.raises(LulcError, match="runs only on an NVIDIA GPU"):
+        backends.prepare(bundle, "trt", device="cpu")
+    with pytest.raises(LulcError, match="unknown device 'gpu'; choose one of auto, cpu, cuda"):
+        backends.prepare(bundle, "onnx", device="gpu")
+
+
+@pytest.mark.slow
+def test_keras_device_cpu_on_jax(trained_bundle):
+    """`--device cpu` with Keras on JAX: weights committed to the CPU, same probabilities as ONNX;
+    `--device cuda` without a JAX GPU is one line."""
+    pytest.importorskip("jax")
+    proc = _run(f"""
+        import os
+        import numpy as np
+        os.environ.pop("KERAS_BACKEND", None)
+        from lulc.runtime import backends
+        from lulc.runtime.backends.keras_backend import jax_gpu_available
+        from lulc.runtime.bundle import Bundle
+        from lulc.runtime.errors import BackendUnavailable
+
+        bundle = Bundle.load({str(trained_bundle)!r})
+        tiles = np.random.default_rng(0).normal(size=(2, 64, 64, 4)).astype(np.float32)
+        session = backends.prepare(bundle, "keras", device="cpu")
+        assert session.device == "keras/jax/cpu" and not session.device_io, session.device
+        ref = backends.prepare(bundle, "onnx", device="cpu").run(tiles)
+        np.testing.assert_allclose(session.run(tiles), ref, atol=1e-4)
+        if not jax_gpu_available():
+            try:
+                backends.prepare(bundle, "keras", device="cuda")
+                raise AssertionError("cuda accepted without a GPU")
+            except BackendUnavailable as exc:
+                assert "sees no GPU" in str(exc), exc
+        print("ok")
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from lulc.runtime.bundle import MANIFEST, Bundle
+from lulc.runtime.bundle import MANIFEST, Bundle, sha256sum
 from lulc.runtime.errors import BundleError
 
 
@@ -39,6 +39,8 @@ def _edit(bundle_dir, change):
         (lambda r: r["normalization"]["mean"].pop(), "normalization.mean has 3 values, expected 4"),
         (lambda r: r["classes"][0].update(id=5), "class ids"),
         (lambda r: r["tile"].update(overlap=500), "overlap"),
+        (lambda r: r["normalization"]["std"].__setitem__(0, 0.0), r"std\[0\] is 0.0"),
+        (lambda r: r["normalization"]["mean"].__setitem__(2, float("inf")), r"mean\[2\] is inf"),
     ],
 )
 def test_schema_errors_are_clear(bundle_copy, change, message):
@@ -72,9 +74,30 @@ def test_samples_load_without_pickle(bundle_copy):
     bundle = Bundle.load(bundle_copy)
     x = bundle.load_samples()
     assert x.dtype == np.float32 and x.ndim == 4 and x.shape[-1] == 4
-    # an object array would need pickle: loading must refuse rather than execute it
+    # an object array would need pickle: loading refuses with one line rather than execute it
     path = bundle.artifact_path("samples")
     np.savez(path, x=np.array([object()], dtype=object))
-    with pytest.raises(ValueError, match="pickle"):
-        with np.load(path, allow_pickle=False) as data:
-            data["x"]
+    bundle.manifest.artifacts["samples"].sha256 = sha256sum(path)
+    with pytest.raises(BundleError, match="pickle") as err:
+        bundle.load_samples()
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("rel", ["model.onnx", "sub/model.onnx", "./model.onnx"])
+def test_inside_keeps_relative_paths(bundle_copy, rel):
+    assert Bundle.load(bundle_copy).inside(rel) == bundle_copy / rel
+
+
+@pytest.mark.parametrize("rel", ["../model.onnx", "sub/../../x", "/etc/passwd", ""])
+def test_inside_refuses_paths_out_of_the_bundle(bundle_copy, rel):
+    with pytest.raises(BundleError, match="not inside the bundle folder"):
+        Bundle.load(bundle_copy).inside(rel)
+
+
+def test_inside_follows_links(bundle_copy, tmp_path):
+    (bundle_copy / "in.onnx").symlink_to(bundle_copy / "model.onnx")
+    (bundle_copy / "out.onnx").symlink_to(tmp_path)
+    bundle = Bundle.load(bundle_copy)
+    assert bundle.inside("in.onnx") == bundle_copy / "in.onnx"
+    with pytest.raises(BundleError, match="link leading outside"):
+        bundle.inside("out.onnx")

@@ -72,6 +72,9 @@ def test_uint8_into_a_uint16_model_is_refused(trained_bundle, scene16, tmp_path)
         open_input(path, m.input, normalization=m.normalization)
     message = str(err.value)
     assert "u8.tif is uint8" in message and "trained on uint16" in message and "\n" not in message
+    before = digest(path)
+    infer_fails(trained_bundle, path, "u8.tif is uint8 but the model was trained on uint16")
+    assert digest(path) == before
 
 
 @pytest.mark.parametrize("dtype", ["int16", "uint16", "int32", "float32", "float64"])
