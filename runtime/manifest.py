@@ -101,9 +101,10 @@ class Manifest(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":
         n = len(self.input.channels)
-        for name in ("mean", "std"):
-            if len(getattr(self.normalization, name)) != n:
-                raise ValueError(f"normalization.{name} has {len(getattr(self.normalization, name))} values, expected {n} (one per channel)")
+        for name in ("mean", "std", "p1", "p99"):
+            values = getattr(self.normalization, name)
+            if values is not None and len(values) != n:
+                raise ValueError(f"normalization.{name} has {len(values)} values, expected {n} (one per channel)")
         ids = [c.id for c in self.classes]
         if ids != list(range(len(ids))):
             raise ValueError(f"class ids must be 0..{len(ids) - 1} in order, got {ids}")
