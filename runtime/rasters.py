@@ -94,8 +94,9 @@ def _names_fit(names: list[str], model: list[str], auto: bool) -> bool:
 def generic_names(names: list[str]) -> bool:
     """Whether band names only number the bands (so they say nothing about which band is which)."""
     def generic(name: str, position: int) -> bool:
-        numbered = _NUMBERED.fullmatch(name.strip())
-        return not name or bool(_STACKED.fullmatch(name.strip())) or bool(numbered and int(numbered[1]) == position)
+        name = name.strip()
+        numbered = _NUMBERED.fullmatch(name)
+        return not name or bool(_STACKED.fullmatch(name)) or (numbered is not None and int(numbered[1]) == position)
 
     return all(generic(n, i) for i, n in enumerate(names, start=1))
 
