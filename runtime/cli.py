@@ -104,6 +104,8 @@ def main(verbose: int, quiet: int) -> None:
 @click.option("--backend", type=click.Choice(["auto", "trt", "onnx", "keras"]), default="auto", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the model runs (auto: a GPU when the backend has one).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True,
+              help="Model precision (auto: int8 on CPU where the bundle has it, the engine or fp16 on GPU, else fp32).")
 @click.option("--tile", type=click.IntRange(min=1), default=None, help="Tile size in px (default: the bundle's).")
 @click.option("--overlap", type=click.IntRange(min=0), default=None, help="Tile overlap in px (default: the bundle's).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
@@ -122,7 +124,7 @@ def main(verbose: int, quiet: int) -> None:
 @click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
 @click.option("-q", "--quiet", count=True, help="Less log output (repeatable).")
 @handle_errors
-def infer(bundle, inputs, output, backend, device, tile, overlap, batch_size, block_px, band_names, probabilities,
+def infer(bundle, inputs, output, backend, device, precision, tile, overlap, batch_size, block_px, band_names, probabilities,
           confidence, quicklook, overwrite, resume, as_json, progress, verbose, quiet):
     """Classify INPUTS with the model BUNDLE and write a georeferenced class map.
 
@@ -133,14 +135,15 @@ def infer(bundle, inputs, output, backend, device, tile, overlap, batch_size, bl
 
     if verbose or quiet:
         configure_logging(verbose - quiet)
-    opts = InferOptions(backend=backend, device=device, tile=tile, overlap=overlap, batch_size=batch_size,
+    opts = InferOptions(backend=backend, device=device, precision=precision, tile=tile, overlap=overlap, batch_size=batch_size,
                         block_px=block_px, band_names=band_names, probabilities=probabilities, confidence=confidence,
                         quicklook=quicklook, overwrite=overwrite, resume=resume, progress=progress)
     summary = run_inference(bundle, inputs, output, opts)
     if as_json:
         click.echo(summary_json(summary))
     else:
-        click.echo(f"wrote {summary.output} ({summary.pixels / 1e6:.2f} MPix, {summary.mpix_per_s:.2f} MPix/s, {summary.device})", err=True)
+        click.echo(f"wrote {summary.output} ({summary.pixels / 1e6:.2f} MPix, {summary.mpix_per_s:.2f} MPix/s, "
+                   f"{summary.device}, {summary.precision})", err=True)
 
 
 def infer_main() -> None:

@@ -31,6 +31,7 @@ from lulc.runtime.bundle import Bundle
 from lulc.runtime.errors import BundleError, InputRasterError, LulcError
 from lulc.runtime.indices import fill_indices, index_bands
 from lulc.runtime.outputs import check_outputs, locked_all, temp_path
+from lulc.runtime.qgis import sidecar_paths, write_sidecars
 from lulc.runtime.quicklook import write_quicklook
 from lulc.runtime.rasters import input_nodata, open_input, read_padded
 from lulc.runtime.resume import ResumeState
@@ -56,6 +57,7 @@ class InferOptions:
     progress: bool = True
     quicklook: str | os.PathLike | None = None  # PNG preview written after the map
     device: str = "auto"  # cpu | cuda | auto, passed to the backend
+    precision: str = "auto"  # auto | fp32 | fp16 | int8: which of the bundle's gated artefacts runs
     band_names: str = "strict"  # strict | auto | ignore: how input band names must match the model's
 
 
@@ -72,6 +74,7 @@ class RunSummary:
     mpix_per_s: float
     backend: str
     device: str
+    precision: str
     tiles_run: int
     tiles_skipped: int
     peak_rss_mb: float | None  # None where the OS does not report it (Windows)
@@ -245,11 +248,11 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike |
     opts = opts or InferOptions()
     bundle = Bundle.load(bundle_dir)
     inputs = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
-    wanted = {"output": output_path, **({"quicklook": opts.quicklook} if opts.quicklook else {})}
+    final = Path(output_path)
+    wanted = {"output": final, **sidecar_paths(final), **({"quicklook": opts.quicklook} if opts.quicklook else {})}
     paths = check_outputs(wanted, inputs, [bundle.root], opts.overwrite)
     with locked_all(paths.values()):
         check_outputs(wanted, inputs, [bundle.root], opts.overwrite)  # again, now that no other run can change them
-        final = paths["output"]
         if len(inputs) == 1:
             summary = _run(bundle, inputs[0], inputs, final, opts)
         else:
@@ -258,6 +261,8 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike |
                 summary = _run(bundle, write_band_stack(inputs, stacked), inputs, final, opts)
             finally:
                 stacked.unlink(missing_ok=True)
+        classes = bundle.manifest.classes
+        write_sidecars(final, classes, [c.id for c in classes])
         if "quicklook" in paths:
             write_quicklook(final, paths["quicklook"])
     return summary
@@ -293,7 +298,7 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, o
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GTIFF_DIRECT_IO=True), \
             open_input(source, m.input, band_names=opts.band_names, normalization=m.normalization) as src:
         size, overlap = _tile_geometry(m, opts, src.height, src.width)
-        session = prepare(bundle, opts.backend, opts.device)
+        session = prepare(bundle, opts.backend, opts.device, opts.precision)
         grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
         try:
             runner = _BlockRunner(bundle, session, grid, opts, input_nodata(src, m.input), src.count)
@@ -325,8 +330,9 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, o
         seconds = time.perf_counter() - t0
         pixels = src.width * src.height
     summary = RunSummary(", ".join(map(str, inputs)), str(final), pixels, round(seconds, 3), round(pixels / 1e6 / seconds, 3),
-                         session.name, session.device, runner.tiles_run, runner.tiles_skipped, peak_rss_mb())
-    logger.info("classified %s px in %.1f s (%.2f MPix/s) with %s", pixels, seconds, summary.mpix_per_s, session.device)
+                         session.name, session.device, session.precision, runner.tiles_run, runner.tiles_skipped, peak_rss_mb())
+    logger.info("classified %s px in %.1f s (%.2f MPix/s) with %s at %s", pixels, seconds, summary.mpix_per_s,
+                session.device, session.precision)
     return summary
 
 

@@ -82,3 +82,10 @@ def bundle_copy(trained_bundle, tmp_path) -> Path:
     dst = tmp_path / "bundle"
     shutil.copytree(trained_bundle, dst)
     return dst
+
+
+
+def listing(files: tuple[str, ...] = (), maps: tuple[str, ...] = ()) -> list[str]:
+    """Sorted file names of a folder holding ``files`` and the class ``maps`` lulc-infer wrote,
+    each with the ``.aux.xml`` and ``.qml`` sidecars it writes beside a map."""
+    return sorted([*files, *maps, *(m + ".aux.xml" for m in maps), *(m.rsplit(".", 1)[0] + ".qml" for m in maps)])

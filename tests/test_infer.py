@@ -6,7 +6,7 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
-from conftest import BANDS, synthetic_scene, write_raster
+from conftest import BANDS, listing, synthetic_scene, write_raster
 from lulc.export.onnx import run_onnx
 from lulc.runtime.bundle import Bundle
 from lulc.runtime.cli import main
@@ -138,7 +138,7 @@ def test_several_inputs_are_stacked_in_order(trained_bundle, odd_raster, tmp_pat
     with rasterio.open(one) as x, rasterio.open(two) as y:
         np.testing.assert_array_equal(x.read(), y.read())
         assert y.transform == transform
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif", "odd.tif", "one.tif", "two.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing(("a.tif", "b.tif", "odd.tif"), ("one.tif", "two.tif"))
 
     shifted = write_raster(tmp_path / "shifted.tif", image[2:], descriptions=BANDS[2:])
     for args, message in [((b, a), "band names B04, B08, B02, B03 differ"),
@@ -180,3 +180,24 @@ def test_storage_layout_does_not_change_the_map(trained_bundle, odd_raster, tmp_
             maps[name] = out.read(1)
     np.testing.assert_array_equal(maps["tiled"], maps["deflate"])
     assert (maps["tiled"] != NODATA_CLASS).mean() > 0.9
+
+
+def test_class_names_reach_gis_software(trained_bundle, odd_raster, tmp_path):
+    """QGIS shows names, not ids: GDAL reads category names and a RAT from the .aux.xml
+    beside the map, and QGIS applies the same-named .qml as the layer's default style."""
+    import xml.etree.ElementTree as ET
+
+    path, _ = odd_raster
+    out = tmp_path / "map.tif"
+    assert _invoke(trained_bundle, path, "-o", out).exit_code == 0
+    classes = Bundle.load(trained_bundle).manifest.classes
+    pam = ET.parse(tmp_path / "map.tif.aux.xml").getroot()
+    assert [c.text or "" for c in pam.iter("Category")] == [c.name for c in classes]
+    rows = [[f.text for f in row.iter("F")] for row in pam.iter("Row")]
+    assert rows == [[str(c.id), c.name, *map(str, c.color)] for c in classes]
+    style = ET.parse(tmp_path / "map.qml").getroot()
+    entries = [(e.get("value"), e.get("label"), e.get("color")) for e in style.iter("paletteEntry")]
+    assert entries == [(str(c.id), c.name, "#%02x%02x%02x" % tuple(c.color)) for c in classes]
+    with rasterio.open(out) as dst:  # GDAL still opens the map with its sidecar, colours intact
+        assert {k: v[:3] for k, v in dst.colormap(1).items() if k < len(classes)} == {c.id: tuple(c.color) for c in classes}
+        assert dst.tags(1)["CLASS_0"] == classes[0].name

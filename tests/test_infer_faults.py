@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import BANDS, synthetic_scene, write_raster
+from conftest import BANDS, listing, synthetic_scene, write_raster
 from lulc.runtime import infer
 from lulc.runtime.errors import InputRasterError
 from lulc.runtime.infer import InferOptions, Interrupted, run_inference
@@ -26,7 +26,7 @@ def raster(tmp_path):
 @pytest.fixture
 def session(monkeypatch):
     s = PixelSession()
-    monkeypatch.setattr(infer, "prepare", lambda bundle, backend, device="auto": s)
+    monkeypatch.setattr(infer, "prepare", lambda bundle, *options: s)
     return s
 
 
@@ -61,6 +61,7 @@ class Interrupt:
 
     def __init__(self, session, after: int):
         self.session, self.after, self.calls = session, after, 0
+        self.precision = session.precision
 
     def run(self, batch):
         self.calls += 1
@@ -80,32 +81,32 @@ def test_interrupt_leaves_nothing_then_resume_finishes_identically(bundle_copy, 
     session.name, session.device = "pixel", "numpy"
     broken = Interrupt(session, after=calls_whole * 3 // 4)
     broken.name, broken.device = session.name, session.device
-    monkeypatch.setattr(infer, "prepare", lambda bundle, backend, device="auto": broken)
+    monkeypatch.setattr(infer, "prepare", lambda bundle, *options: broken)
     with pytest.raises(Interrupted, match="rerun with --resume"):
         run_inference(bundle_copy, path, out, InferOptions(**OPTS, confidence=True))
     assert not out.exists()  # Ctrl-C: nothing at the final path, only the resume state beside it
     assert {p.name for p in tmp_path.iterdir() if p.name.startswith(".out")} == {
         ".out.tif.partial.tif", ".out.tif.resume.npz"}
 
-    monkeypatch.setattr(infer, "prepare", lambda bundle, backend, device="auto": session)
+    monkeypatch.setattr(infer, "prepare", lambda bundle, *options: session)
     before = session.calls
     run_inference(bundle_copy, path, out, InferOptions(**OPTS, confidence=True, resume=True))
     assert 0 < session.calls - before < calls_whole  # finished block rows were not recomputed
     with rasterio.open(out) as a, rasterio.open(reference) as b:
         np.testing.assert_array_equal(a.read(), b.read())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "in.tif", "out.tif", "reference.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing(("bundle", "in.tif"), ("out.tif", "reference.tif"))
 
 
 def test_interrupt_without_resume_cleans_up(bundle_copy, raster, session, tmp_path, monkeypatch):
     path, _ = raster
     broken = Interrupt(session, after=2)
     broken.name, broken.device = "pixel", "numpy"
-    monkeypatch.setattr(infer, "prepare", lambda bundle, backend, device="auto": broken)
+    monkeypatch.setattr(infer, "prepare", lambda bundle, *options: broken)
     with pytest.raises(Interrupted, match="interrupted; "):
         run_inference(bundle_copy, path, tmp_path / "out.tif", InferOptions(**OPTS))
-    monkeypatch.setattr(infer, "prepare", lambda bundle, backend, device="auto": session)
+    monkeypatch.setattr(infer, "prepare", lambda bundle, *options: session)
     run_inference(bundle_copy, path, tmp_path / "out.tif", InferOptions(**OPTS, overwrite=True))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "in.tif", "out.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing(("bundle", "in.tif"), ("out.tif",))
 
 
 def test_corrupt_block_reports_its_window(bundle_copy, session, tmp_path):

@@ -59,6 +59,7 @@ class PixelSession:
 
     name = "pixel"
     device = "numpy"
+    precision = "fp32"
 
     def __init__(self, classes: int = 3):
         self.proj = np.linspace(-1.0, 1.0, len(BANDS) * classes, dtype=np.float32).reshape(len(BANDS), classes)
@@ -89,7 +90,7 @@ def test_streamed_blocks_equal_whole_image_everywhere(bundle_copy, tmp_path, mon
     image, _ = synthetic_scene(70, 97, seed=7)  # (16, 4, 12): the last block owns 13 > 16 - 4 columns
     path = write_raster(tmp_path / "in.tif", image, descriptions=BANDS)
     session = PixelSession()
-    monkeypatch.setattr(infer, "prepare", lambda bundle, backend, device="auto": session)
+    monkeypatch.setattr(infer, "prepare", lambda bundle, *options: session)
     opts = InferOptions(tile=tile, overlap=overlap, block_px=block_px, probabilities=True, progress=False)
     summary = run_inference(bundle_copy, path, tmp_path / "out.tif", opts)
     with rasterio.open(tmp_path / "out.tif") as dst:

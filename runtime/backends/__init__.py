@@ -33,6 +33,8 @@ class Session(Protocol):
     name: str
     #: what really runs (e.g. the execution provider), for logs and --json summaries
     device: str
+    #: fp32, fp16 or int8: the precision of the artefact that runs
+    precision: str
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -43,33 +45,48 @@ def run_all(session: Session, batches: Iterable) -> Iterator:
     return many(batches) if many else map(session.run, batches)
 
 
-def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto") -> Session:
-    """Open the bundle's model on ``backend`` and ``device`` (cpu, cuda or auto).
+def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precision: str = "auto") -> Session:
+    """Open the bundle's model on ``backend`` and ``device`` (cpu, cuda or auto) at ``precision``.
 
     ``auto`` prefers a TensorRT engine built for this GPU, then ONNX on CUDA, then Keras on a
     JAX GPU, then ONNX on CPU, then Keras; ``device='cpu'`` leaves out the GPU engines and
     ``device='cuda'`` makes a backend that cannot reach a GPU an error, never a CPU run.
+    Which artefact runs at which precision is :func:`~lulc.runtime.backends.precision.choose_artifact`'s
+    choice (int8 on CPU, the engine or fp16 on GPU, where the bundle has them); the session's
+    ``precision`` says what ran.
     """
+    from lulc.runtime.backends.precision import PRECISIONS, choose_artifact
+
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if device not in DEVICES:
         raise BackendUnavailable(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if precision not in PRECISIONS:
+        raise BackendUnavailable(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if backend == "auto":
         backend = _auto(bundle, device)
         logger.info("backend auto -> %s (device %s)", backend, device)
-    if backend == "trt":
-        from lulc.runtime.backends.trt import open_bundle_engine
-
-        session = open_bundle_engine(bundle, device)
-    elif backend == "onnx":
-        from lulc.runtime.backends.ort import OrtSession
-
-        session = OrtSession(bundle, device=device)
-    else:
+    if backend == "keras":
+        if precision not in ("auto", "fp32"):
+            raise BackendUnavailable(f"--backend keras runs the fp32 Keras model; use --backend onnx for --precision {precision}")
         from lulc.runtime.backends.keras_backend import KerasSession
 
         session = KerasSession(bundle, device=device)
-    logger.info("backend %s runs on %s (device %s requested)", session.name, session.device, device)
+    else:
+        from lulc.runtime.backends import ort
+
+        on_gpu = backend == "trt" or (device != "cpu" and ort.CUDA in ort.available_providers())
+        artifact = choose_artifact(bundle, precision, on_gpu, **({"engine_usable": False} if backend == "onnx" else {}))
+        if backend == "trt" and artifact != "trt":
+            raise BackendUnavailable(f"--backend trt: the bundle's TensorRT engine does not run here at precision {precision}; "
+                                     f"rebuild it with `lulc export --target trt {bundle.root}`")
+        if artifact == "trt":
+            from lulc.runtime.backends.trt import open_bundle_engine
+
+            session = open_bundle_engine(bundle, device)
+        else:
+            session = ort.OrtSession(bundle, artifact=artifact, device=device)
+    logger.info("backend %s runs on %s at %s (device %s requested)", session.name, session.device, session.precision, device)
     return session
 
 

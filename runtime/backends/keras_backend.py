@@ -112,6 +112,7 @@ class KerasSession:
     ``keras.device('cpu:0')`` on any Keras backend; ``device='cuda'`` needs a visible GPU."""
 
     name = "keras"
+    precision = "fp32"
 
     def __init__(self, bundle: Bundle, device: str = "auto"):
         keras = import_keras()

@@ -84,6 +84,7 @@ class OrtSession:
     def __init__(self, bundle: Bundle, artifact: str = "onnx", providers: list[str] | None = None,
                  device: str = "auto"):
         path = bundle.artifact_path(artifact)
+        self.precision = {name: p for p, name in ONNX_ARTIFACTS.items()}.get(artifact, "fp32")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle onnxruntime threads spin by default; that steals the cores our reader and

@@ -125,7 +125,8 @@ class TrtSession:
         self.stream = cuda_call(cudart.cudaStreamCreate())
         self._buffers = {n: self._allocate(n, (self.max_batch, *shape))
                          for n, shape in ((self.input, self.tile_shape), (self.output, self.out_tail))}
-        self.device = f"tensorrt {trt.__version__} {details.get('precision', '')} on {here.gpu}"
+        self.precision = details.get("precision", "fp32")
+        self.device = f"tensorrt {trt.__version__} {self.precision} on {here.gpu}"
 
     def _allocate(self, name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
         """A pinned host array and a device buffer for one I/O tensor, bound to the context."""
