@@ -11,8 +11,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -161,3 +162,53 @@ def fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_output_folder(path: PathLike, inputs: Iterable[PathLike | None], overwrite: bool,
+                        is_ours: Callable[[Path], bool], kind: str) -> Path:
+    """Fail before any work unless the folder ``path`` may receive a new ``kind`` (bundle,
+    stack...): it must not be, contain or lie inside an input, nor hold the working folder;
+    a non-empty folder is replaced only with ``overwrite`` and only if ``is_ours`` says it
+    is a ``kind`` that lulc wrote."""
+    path = Path(path)
+    real = path.resolve()
+    if _inside(Path.cwd().resolve(), real):
+        raise OutputError(f"-o {path} is the current folder or contains it; name a new folder for the {kind}")
+    if path.is_symlink():
+        raise OutputError(f"-o {path} is a symbolic link; name the folder itself (links are never replaced)")
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"-o {path} exists and is not a folder; choose a new folder for the {kind}")
+    for source in filter(None, inputs):
+        source_real = Path(source).resolve()
+        if _inside(source_real, real):
+            raise OutputError(f"-o {path} is or contains the input {source}; write the {kind} to a new folder")
+        if _inside(real, source_real):
+            raise OutputError(f"-o {path} lies inside the input folder {source}; write the {kind} elsewhere")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise OutputError(f"{kind} folder {path} already exists and is not empty (use --overwrite to replace a {kind})")
+        if not is_ours(path):
+            raise OutputError(f"{path} is not a lulc {kind}; --overwrite only replaces a {kind} lulc wrote: "
+                              "choose a new or empty folder")
+    return path
+
+
+def publish_folder(staging: Path, output: Path, is_ours: Callable[[Path], bool], kind: str) -> None:
+    """Rename a finished folder into place; one already there is replaced only now, and only
+    if it is still ours. The old one is first moved aside, so at no moment is there neither."""
+    old = temp_path(output, "replaced")
+    if output.is_dir() and any(output.iterdir()):
+        if not is_ours(output):  # checked before the run; refuse if it changed meanwhile
+            raise OutputError(f"{output} is no longer a lulc {kind}; it was not replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(output, old)
+    elif output.is_dir():
+        output.rmdir()
+    try:
+        os.replace(staging, output)
+    except OSError as exc:
+        if old.exists():
+            os.replace(old, output)
+        raise OutputError(f"cannot move the finished {kind} to {output}: {exc.strerror}") from None
+    shutil.rmtree(old, ignore_errors=True)
+    fsync_folder(output.parent)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -27,7 +28,8 @@ from rasterio.errors import RasterioError
 from rasterio.warp import reproject
 from rasterio.windows import Window
 
-from lulc.runtime.errors import InputRasterError, OutputError
+from lulc.runtime.errors import InputRasterError, LulcError, OutputError
+from lulc.runtime.outputs import check_output_folder, locked, publish_folder, temp_path
 
 logger = logging.getLogger(__name__)
 
@@ -230,16 +232,41 @@ def build_stack(inputs: list[str | Path], output: str | Path, bands: list[str] |
     if (mask_band or off_grid) and nodata is None:
         raise InputRasterError("the inputs have no nodata value to mark masked pixels; pass --nodata")
 
-    out = Path(output)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputError(f"stack folder {out} exists and is not empty (use --overwrite)")
-    (out / "dates").mkdir(parents=True, exist_ok=True)
+    sources = [*inputs, *(p for it in items for p, _ in it.bands.values())]
+    final = check_output_folder(output, sources, overwrite, is_stack, "stack")
+    if not final.parent.is_dir():
+        raise OutputError(f"cannot write {final}: folder {final.parent} does not exist")
+    with locked(final):
+        out = temp_path(final, "partial")  # built here, renamed into place when complete
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            info = _write_stack(out, items, bands, mask_band, tuple(mask_valid), grid, off_grid, dtype, nodata)
+            publish_folder(out, final, is_stack, "stack")
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+    logger.info("stacked %d dates x %d bands into %s", len(info.dates), len(info.bands), final / STACK_VRT)
+    return StackInfo(final / STACK_VRT, info.dates, info.bands)
+
+
+def is_stack(folder: Path) -> bool:
+    """Whether ``folder`` is a stack `lulc stack` wrote (its stack.vrt carries the dates)."""
+    try:
+        read_stack_info(folder)
+    except (LulcError, RasterioError, OSError, ValueError):
+        return False
+    return True
+
+
+def _write_stack(out: Path, items: list, bands: list[str], mask_band: str | None, mask_valid: tuple[int, ...],
+                 grid: tuple, off_grid: list[str], dtype: str, nodata: float | None) -> StackInfo:
+    """Write the per-date masked rasters, the per-band VRTs and stack.vrt into ``out``."""
+    (out / "dates").mkdir(parents=True)
     dates = [it.date.isoformat() for it in items]
     per_date: list[list[tuple[Path, int]]] = []
     for it in items:
         if mask_band or it.label in off_grid:
             path = out / "dates" / f"{it.date:%Y%m%d}.tif"
-            _masked_date(it, bands, mask_band, tuple(mask_valid), grid, nodata, dtype, path)
+            _masked_date(it, bands, mask_band, mask_valid, grid, nodata, dtype, path)
             per_date.append([(path, i) for i in range(1, len(bands) + 1)])
         else:
             per_date.append([it.bands[b] for b in bands])
@@ -252,7 +279,6 @@ def build_stack(inputs: list[str | Path], output: str | Path, bands: list[str] |
     names = channel_names(dates, bands)
     sources = [src for srcs in per_date for src in srcs]
     write_vrt(out / STACK_VRT, grid, dtype, nodata, [(n, *s) for n, s in zip(names, sources)], tags)
-    logger.info("stacked %d dates x %d bands into %s", len(dates), len(bands), out / STACK_VRT)
     return StackInfo(out / STACK_VRT, dates, bands)
 
 

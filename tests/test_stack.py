@@ -76,3 +76,30 @@ def test_stack_user_errors(tmp_path):
     assert res.exit_code == 1 and "no acquisition date" in res.output
     res = runner.invoke(main, ["stack", str(tmp_path / "x_20200101.tif"), "-o", str(tmp_path / "s")])
     assert res.exit_code == 1 and "at least two dates" in res.output
+
+
+def _files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_stack_output_never_destroys_user_folders(tmp_path):
+    """--overwrite replaces a stack lulc wrote, never a folder of the user's files, an input
+    folder, or a folder holding the inputs; the new stack appears whole or not at all."""
+    src = _dated_folders(tmp_path / "in")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "field.txt").write_text("mine")
+    before = _files(tmp_path)
+    runner = CliRunner()
+    for out in (notes, src, src / "S_20200401", tmp_path):
+        result = runner.invoke(main, ["stack", str(src), "-o", str(out), "--mask-band", "fmask", "--overwrite"])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert _files(tmp_path) == before
+    out = tmp_path / "stack"
+    assert runner.invoke(main, ["stack", str(src), "-o", str(out), "--mask-band", "fmask"]).exit_code == 0
+    first = _files(out)
+    assert runner.invoke(main, ["stack", str(src), "-o", str(out), "--mask-band", "fmask"]).exit_code == 1
+    result = runner.invoke(main, ["stack", str(src), "-o", str(out), "--bands", "red", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert read_stack_info(out).bands == ["red"] and not (out / "nir.vrt").exists() and _files(out) != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "notes", "stack"]  # no staging left
