@@ -20,7 +20,7 @@ import rasterio
 from lulc.runtime.errors import InputRasterError
 from lulc.runtime.kernels import NODATA_CLASS
 from lulc.runtime.rasters import open_raster
-from lulc.runtime.outputs import check_output, temp_path
+from lulc.runtime.outputs import check_outputs, locked_all, replace_atomically, temp_path
 
 UNCHANGED_COLOR = (60, 60, 60)
 
@@ -81,9 +81,10 @@ def _colormap(classes: list[str], colors: dict[int, list[int]]) -> dict[int, tup
 def detect_change(map_a: str | os.PathLike, map_b: str | os.PathLike, output: str | os.PathLike,
                   table: str | os.PathLike | None = None, overwrite: bool = False) -> ChangeSummary:
     """Write the transition raster ``output`` and a CSV of hectares per transition."""
-    final = check_output(output, overwrite)
-    table = check_output(table or Path(output).with_suffix(".csv"), overwrite)
-    with open_raster(map_a, "class map") as a, open_raster(map_b, "class map") as b:
+    paths = check_outputs({"output": output, "table": table or Path(output).with_suffix(".csv")}, [map_a, map_b],
+                          overwrite=overwrite)
+    final, table = paths["output"], paths["table"]
+    with locked_all(paths.values()), open_raster(map_a, "class map") as a, open_raster(map_b, "class map") as b:
         classes = shared_classes(a, b)
         _check_grids(a, b)
         k = len(classes)
@@ -107,14 +108,25 @@ def detect_change(map_a: str | os.PathLike, map_b: str | os.PathLike, output: st
                                 CODE="from * K + to", K=str(k), **{f"TRANSITION_{c}": n for c, n in legend.items()})
                 if byte:
                     dst.write_colormap(1, _colormap(classes, _legend_tag(a, "CLASS_COLORS")))
-            os.replace(work, final)
+            replace_atomically(work, final)
         finally:
             work.unlink(missing_ok=True)
         hectares = abs(a.transform.a * a.transform.e) * a.crs.linear_units_factor[1] ** 2 / 1e4
-    rows = [(classes[c // k], classes[c % k], int(n), round(float(n) * hectares, 4)) for c, n in enumerate(counts) if n]
-    with open(table, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["code", "from", "to", "pixels", "hectares"])
-        for (f, t, n, ha) in rows:
-            writer.writerow([classes.index(f) * k + classes.index(t), f, t, n, ha])
-    return ChangeSummary(final, Path(table), classes, rows)
+        rows = [(classes[c // k], classes[c % k], int(n), round(float(n) * hectares, 4)) for c, n in enumerate(counts) if n]
+        _write_table(table, rows, classes)
+    return ChangeSummary(final, table, classes, rows)
+
+
+def _write_table(table: Path, rows: list[tuple[str, str, int, float]], classes: list[str]) -> None:
+    """The CSV of hectares per transition, written under a temporary name and renamed."""
+    k = len(classes)
+    staged = temp_path(table, "partial")
+    try:
+        with open(staged, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["code", "from", "to", "pixels", "hectares"])
+            for f, t, n, ha in rows:
+                writer.writerow([classes.index(f) * k + classes.index(t), f, t, n, ha])
+        replace_atomically(staged, table)
+    finally:
+        staged.unlink(missing_ok=True)

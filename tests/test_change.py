@@ -80,3 +80,15 @@ def test_change_between_maps_written_by_lulc_infer(trained_bundle, tmp_path):
     assert sum(int(r["pixels"]) for r in rows) == both.sum()
     changed = sum(int(r["pixels"]) for r in rows if r["from"] != r["to"])
     assert changed == (both & (fa != fb)).sum() > 0
+
+
+def test_change_never_overwrites_its_input_maps(tmp_path):
+    a = _class_map(tmp_path / "a.tif", np.zeros((4, 4), np.uint8))
+    b = _class_map(tmp_path / "b.tif", np.ones((4, 4), np.uint8))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    runner = CliRunner()
+    for args in (["-o", str(a), "--overwrite"], ["-o", str(tmp_path / "c.tif"), "--table", str(b), "--overwrite"],
+                 ["-o", str(tmp_path / "c.tif"), "--table", str(tmp_path / "c.tif")]):
+        result = runner.invoke(main, ["change", str(a), str(b), *args])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

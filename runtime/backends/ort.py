@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from lulc.runtime.backends import check_model_shapes, device_arrays
+from lulc.runtime.backends.precision import ONNX_ARTIFACTS
 from lulc.runtime.bundle import Bundle
 from lulc.runtime.errors import BackendUnavailable
 
