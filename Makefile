@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEMO ?= out/demo
 EPOCHS ?= 30
 
-.PHONY: demo test venv clean system-node system-chromium
+.PHONY: demo test venv wheel clean system-node system-chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -50,8 +50,13 @@ demo: venv web/node_modules/.installed
 		--quicklook $(DEMO)/landcover.png --overwrite
 	@$(BIN)/python -m lulc.training.report $(DEMO)/bundle $(DEMO)/landcover.tif $(DEMO)/landcover.png
 
+# The edge wheel (README, "Install"): the runtime, the training and export code, and the browser
+# page with the libraries of web/vendor.txt copied in from web/node_modules (setup.py).
+wheel: web/node_modules/.installed | $(BIN)/python
+	$(BIN)/python -m pip wheel --no-deps . -w dist
+
 test: venv web/node_modules/.installed system-chromium
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out dist

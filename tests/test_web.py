@@ -7,6 +7,7 @@ and compares the class map pixel by pixel with the Python runtime's output.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -130,37 +131,71 @@ def lulc_serve(bundle: Path, sample: Path):
         proc.wait(timeout=10)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("engine", ["onnx", "tfjs"])
-def test_page_matches_lulc_infer(engine, bundle_copy, sample, bad_files, tmp_path):
-    _browser_stack()
-    if engine == "tfjs":
+#: (engine, backend asked for, backend the page must report): the WASM runs, the GPU engines on
+#: SwiftShader, and "auto", which must not pick SwiftShader's software WebGPU/WebGL over WASM
+PAGE_RUNS = [("onnx", "wasm", "wasm"), ("tfjs", "wasm", "wasm"), ("tfjs", "webgl", "webgl"),
+             ("tfjs", "webgpu", "webgpu"), ("onnx", "webgpu", "webgpu"), ("onnx", "auto", "wasm")]
+
+
+@pytest.fixture(scope="module")
+def page_case(trained_bundle, tmp_path_factory) -> dict:
+    """One bundle with both browser artefacts (ONNX from the session, TF.js exported here), a
+    sample scene and ``lulc-infer``'s map of it, shared by all page runs."""
+    root = tmp_path_factory.mktemp("page")
+    bundle = root / "bundle"
+    shutil.copytree(trained_bundle, bundle)
+    image, _ = synthetic_scene(150, 200, seed=3)  # no multiple of the stride, a whole nodata tile
+    image[:, :70, :70] = 0
+    image[2, 100:104, 120:150] = 0
+    sample = write_raster(root / "sample.tif", image, descriptions=BANDS)
+    tfjs_error = None
+    try:
         from lulc.export.tfjs import export_tfjs
         from lulc.runtime.bundle import Bundle
 
-        try:
-            export_tfjs(Bundle.load(bundle_copy))
-        except BackendUnavailable as exc:
-            pytest.skip(f"TF.js export unavailable here: {exc}")
-    run_inference(bundle_copy, sample, tmp_path / "ref.tif", InferOptions(progress=False))
-    with rasterio.open(tmp_path / "ref.tif") as src:
+        export_tfjs(Bundle.load(bundle))
+    except (ImportError, BackendUnavailable) as exc:
+        tfjs_error = str(exc)
+    run_inference(bundle, sample, root / "ref.tif", InferOptions(progress=False))
+    with rasterio.open(root / "ref.tif") as src:
         reference = src.read(1)
+    return {"bundle": bundle, "sample": sample, "reference": reference, "tfjs_error": tfjs_error}
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine,backend,expected", PAGE_RUNS, ids=[f"{e}-{b}" for e, b, _ in PAGE_RUNS])
+def test_page_matches_lulc_infer(engine, backend, expected, page_case, bad_files, tmp_path):
+    """The page's class map on each engine and backend equals lulc-infer's, and the page says
+    which backend ran. WebGPU and WebGL run on SwiftShader (CPU), so only correctness counts."""
+    _browser_stack()
+    if engine == "tfjs" and page_case["tfjs_error"]:
+        pytest.skip(f"TF.js export unavailable here: {page_case['tfjs_error']}")
+    reference = page_case["reference"]
     out = tmp_path / "browser"
-    with lulc_serve(bundle_copy, sample) as url:
-        proc = subprocess.run(["node", str(E2E_SCRIPT), url, str(out), engine, "wasm", *map(str, bad_files.values())],
+    bad = list(map(str, bad_files.values())) if backend == "wasm" else []  # page checks: once per engine
+    with lulc_serve(page_case["bundle"], page_case["sample"]) as url:
+        proc = subprocess.run(["node", str(E2E_SCRIPT), url, str(out), engine, backend, *bad],
                               capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((out / "result.json").read_text())
-    assert result["state"] == "done", result["message"]
+    browser = result["browser"]
+    if backend == "webgpu":
+        assert browser["webgpu"], f"Chromium offers no WebGPU adapter here: {browser}"
+    if backend == "webgl":
+        assert browser["webgl2"], f"Chromium offers no WebGL2 here: {browser}"
+    assert result["state"] == "done", f"{engine}/{backend}: {result['message']} (browser: {browser})"
     assert result["console_errors"] == []
+    label = result["stats"]["backend"]
+    assert re.search(rf"\b{expected}\b", label), f"asked for {backend}, the page says it ran {label!r}"
     assert (result["height"], result["width"]) == reference.shape
     classes = np.fromfile(out / "classes.u8", dtype=np.uint8).reshape(reference.shape)
     agreement = float((classes == reference).mean())
-    assert agreement >= MIN_AGREEMENT, f"{engine}: only {agreement:.4%} of the pixels match lulc-infer"
+    print(f"{engine}/{backend}: the page says {label!r}, {agreement:.4%} of pixels = lulc-infer, "
+          f"{result['stats']['seconds']:.1f} s in the page; browser {browser}")
+    assert agreement >= MIN_AGREEMENT, f"{engine}/{backend}: only {agreement:.4%} of the pixels match lulc-infer"
     assert (classes[:70, :70] == 255).all() and result["stats"]["tilesSkipped"] >= 1
     assert (out / "screenshot.png").stat().st_size > 10_000
 
-    for wording, path in bad_files.items():
+    for wording, path in bad_files.items() if bad else ():
         shown = result["bad_files"][str(path)]
         assert shown["state"] == "error" and wording in shown["message"], shown

@@ -27,9 +27,15 @@ function softwareWebGL() {
   return /swiftshader|llvmpipe|software/i.test(renderer);
 }
 
-async function hasWebGPU() {
+/** True when the browser has a WebGPU adapter on real hardware (not SwiftShader's CPU fallback,
+ * which headless Chromium offers with --enable-unsafe-swiftshader: correct, but slower than WASM). */
+async function hasHardwareWebGPU() {
   try {
-    return Boolean(navigator.gpu && await navigator.gpu.requestAdapter());
+    const adapter = navigator.gpu && await navigator.gpu.requestAdapter();
+    if (!adapter) return false;
+    const info = adapter.info ?? {};
+    const name = `${info.vendor ?? ''} ${info.architecture ?? ''} ${info.device ?? ''} ${info.description ?? ''}`;
+    return !(adapter.isFallbackAdapter || info.isFallbackAdapter || /swiftshader|llvmpipe|software/i.test(name));
   } catch {
     return false;
   }
@@ -42,7 +48,7 @@ async function backendOrder(preference, supported) {
     return [preference];
   }
   const order = [];
-  if (await hasWebGPU()) order.push('webgpu');
+  if (await hasHardwareWebGPU()) order.push('webgpu');
   if (!softwareWebGL()) order.push('webgl');
   order.push('wasm', 'cpu');
   return order.filter((b) => supported.includes(b));
@@ -85,11 +91,14 @@ async function onnxEngine(modelUrl, preference) {
   const ort = await import(`${LIB}onnxruntime-web/dist/ort.min.mjs`);
   ort.env.wasm.wasmPaths = `${LIB}onnxruntime-web/dist/`;
   ort.env.wasm.numThreads = threads();
+  // Warnings go to console.error in the browser; ORT warns, e.g., that it keeps shape ops on the
+  // CPU next to the WebGPU provider, which is by design. Errors still reach the page as exceptions.
+  ort.env.logLevel = 'error';
   const order = await backendOrder(preference, ['webgpu', 'wasm']);
   const errors = [];
   for (const backend of order) {
     try {
-      const session = await ort.InferenceSession.create(modelUrl, { executionProviders: [backend], graphOptimizationLevel: 'all' });
+      const session = await ort.InferenceSession.create(modelUrl, { executionProviders: [backend], graphOptimizationLevel: 'all', logSeverityLevel: 3 });
       const [input] = session.inputNames;
       const [output] = session.outputNames;
       return {

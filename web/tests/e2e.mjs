@@ -10,9 +10,13 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-// Playwright's own browser download is unavailable here: use the apt package.
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run'];
+// Playwright's own browser download is unavailable here: use the apt package. SwiftShader
+// gives headless Chromium without a GPU a WebGL2 context and (unsafe-webgpu) a WebGPU adapter
+// on the CPU: slow, but the page's GPU code paths really run. WebGPU needs a secure context,
+// which http://127.0.0.1 is.
+const FLAGS = ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--use-angle=swiftshader',
+  '--enable-unsafe-swiftshader', '--disable-background-networking', '--disable-component-update',
+  '--disable-sync', '--no-first-run'];
 const RUN_TIMEOUT_MS = 8 * 60 * 1000;
 
 const [url, outDir, engine, backend, ...badFiles] = process.argv.slice(2);
@@ -27,7 +31,20 @@ try {
 
   await page.goto(`${url}?engine=${engine}&backend=${backend}`);
   await until(['ready', 'error']);
-  const start = await page.evaluate(() => window.lulcDemo);
+  // What this browser offers, for the test's report (and to tell a missing adapter from a page bug).
+  const browserGpu = await page.evaluate(async () => {
+    const adapter = await navigator.gpu?.requestAdapter().catch(() => null);
+    const gl = document.createElement('canvas').getContext('webgl2');
+    const info = gl?.getExtension('WEBGL_debug_renderer_info');
+    return {
+      webgpu: Boolean(adapter),
+      webgpu_adapter: adapter?.info ? `${adapter.info.vendor} ${adapter.info.architecture} ${adapter.info.description}`.trim() : null,
+      webgl2: Boolean(gl),
+      webgl_renderer: gl ? gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER) : null,
+      cross_origin_isolated: self.crossOriginIsolated,
+    };
+  });
+  const start = await page.evaluate(() => ({ state: window.lulcDemo.state, message: window.lulcDemo.message }));
   if (start.state !== 'ready') throw new Error(`the page did not start: ${start.message}`);
   await page.click('#sample');
   await until(['done', 'error']);
@@ -49,6 +66,7 @@ try {
     result.bad_files[file] = await page.evaluate(() => ({ state: window.lulcDemo.state, message: window.lulcDemo.message }));
     await page.evaluate(() => { window.lulcDemo.state = 'ready'; });
   }
+  result.browser = browserGpu;
   result.console_errors = consoleErrors;
   await writeFile(join(outDir, 'result.json'), JSON.stringify(result, null, 2));
 } finally {
