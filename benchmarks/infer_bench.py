@@ -86,7 +86,8 @@ def case_limit(bundle_dir: str, raster: str, backend: str) -> dict:
 
     from lulc.runtime.backends import prepare, run_all
     from lulc.runtime.bundle import Bundle
-    from lulc.runtime.infer import InferOptions, _BlockRunner
+    from lulc.runtime.infer import InferOptions
+    from lulc.runtime.pipeline import BlockRunner
     from lulc.runtime.tiling import make_grid
 
     bundle = Bundle.load(bundle_dir)
@@ -96,7 +97,7 @@ def case_limit(bundle_dir: str, raster: str, backend: str) -> dict:
         grid = make_grid(src.height, src.width, m.tile.size, m.tile.overlap, opts.block_px)
         total = sum(len(b.tile_ys) for b in grid.blocks())
         session = prepare(bundle, backend)
-        runner = _BlockRunner(bundle, session, grid, opts, src.nodata, src.count)
+        runner = BlockRunner(bundle, session, grid, opts, src.nodata, src.count)
         first = grid.block(0, 0)
         slot = runner.prepare(src, first, runner.slots[0])
         if runner.on_device:  # device sessions pack on the GPU, on the model thread

@@ -1,8 +1,8 @@
-"""Streaming tiled inference: raster + bundle -> georeferenced class map.
+"""Streaming tiled inference: raster + bundle -> georeferenced class map (``lulc-infer``).
 
-Work flows block by block (see :mod:`lulc.runtime.tiling`): a reader thread prefetches the
-next block while the model runs on the current one and a writer thread stores the last.
-Memory is bounded by the block size, not the raster size.
+This module is the run around the block pipeline (:mod:`lulc.runtime.pipeline`): outputs
+checked and locked, the input opened and checked, the resume state, and the last steps in
+order: the COG, the GIS sidecars, the quicklook.
 """
 from __future__ import annotations
 
@@ -12,30 +12,28 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import NoReturn
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import rasterio
-from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from lulc.runtime import kernels
-from lulc.runtime.temporal_kernels import kernels_for
-from lulc.runtime.backends import Session, prepare, run_all
+from lulc.runtime.backends import prepare
 from lulc.runtime.bandstack import write_band_stack
 from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BundleError, InputRasterError, LulcError
-from lulc.runtime.indices import fill_indices, index_bands
+from lulc.runtime.errors import InputRasterError, LulcError
 from lulc.runtime.outputs import check_outputs, locked_all, temp_path
+from lulc.runtime.pipeline import BlockRunner, block_window, stream_blocks
 from lulc.runtime.qgis import sidecar_paths, write_sidecars
 from lulc.runtime.quicklook import write_quicklook
-from lulc.runtime.rasters import input_nodata, open_input, read_padded
+from lulc.runtime.rasters import input_nodata, open_input
 from lulc.runtime.resume import ResumeState
-from lulc.runtime.tiling import Block, TileGrid, blend_weights, make_grid
+from lulc.runtime.tiling import TileGrid, make_grid
 from lulc.runtime.writer import PartialMap
 
 logger = logging.getLogger(__name__)
@@ -88,152 +86,6 @@ def peak_rss_mb() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
-
-
-@dataclass
-class _Slot:
-    """Buffers for one block in flight, reused block after block (no per-block allocation)."""
-
-    raw_host: np.ndarray  # (C, span, span) float32 as read, NaN outside the raster
-    raw: object  # the same block where the kernels run (the host array itself on CPU)
-    valid: object  # (span, span) bool
-    packed: object  # (tiles, T, T, C) float32 model input
-    counts: object  # valid pixels per tile
-    acc: object  # (K + 1, span, span) blended sums; all zero whenever the slot is free
-
-
-def auto_batch(tile: int) -> int:
-    """Tiles per model call: about 0.25 MPix, where onnxruntime's CPU throughput has levelled
-    off; larger batches only grow its activation arena (and peak memory)."""
-    return max(1, round(2**18 / tile**2))
-
-
-def batch_runs(live: np.ndarray, batch: int):
-    """(start, stop) slices of consecutive live tiles, at most ``batch`` long: the model gets
-    views of the packed buffer (host or device), never gathered copies."""
-    start = 0
-    while start < len(live):
-        stop = start + 1
-        while stop < len(live) and stop - start < batch and live[stop] == live[stop - 1] + 1:
-            stop += 1
-        yield int(live[start]), int(live[stop - 1]) + 1
-        start = stop
-
-
-class _BlockRunner:
-    """Per-block work: read (+ pack on CPU) on the reader thread, model + blend + finalize on the caller's.
-
-    Buffers live where the session wants its input: host memory, or CUDA device memory when
-    the session takes device arrays (``device_io``); the kernels follow the arrays.
-    """
-
-    def __init__(self, bundle: Bundle, session: Session, grid: TileGrid, opts: InferOptions, nodata, bands: int):
-        m = bundle.manifest
-        self.on_device = bool(getattr(session, "device_io", False))
-        if self.on_device:
-            from lulc.runtime import cuda_kernels as mem
-        else:
-            mem = kernels
-        self.session = session
-        self.grid = grid
-        self.opts = opts
-        self.batch = opts.batch_size or getattr(session, "batch_size", None) or auto_batch(grid.size)
-        self.nodata = np.nan if nodata is None else float(nodata)
-        self.use_nodata = nodata is not None
-        mean = np.asarray(m.normalization.mean, dtype=np.float32)
-        inv_std = (1.0 / np.maximum(np.asarray(m.normalization.std, dtype=np.float32), 1e-6)).astype(np.float32)
-        self.k = len(m.classes)
-        # derived indices (--indices at training) are computed after the read, beside the bands
-        self.bands = bands
-        self.index_pairs = index_bands(m.input.bands, m.input.derived)
-        bands += len(self.index_pairs)
-        span, ov, size, n = grid.acc_span, grid.overlap, grid.size, grid.tiles_per_block**2
-        self.slots = []
-        for _ in range(2):  # the reader fills one while the model works on the other
-            host = np.empty((bands, span, span), np.float32)
-            raw = host if mem is kernels else mem.empty(host.shape, np.float32)
-            self.slots.append(_Slot(host, raw, mem.empty((span, span), np.bool_),
-                                    mem.empty((n, size, size, bands), np.float32), mem.empty(n, np.int64),
-                                    mem.zeros((self.k + 1, span, span), np.float32)))
-        self.kx = kernels.for_array(self.slots[0].acc)
-        self.px = kernels_for(m, self.kx)  # mask/pack: per date for time-series bundles
-        self.mean, self.inv_std = mem.to_device(mean), mem.to_device(inv_std)
-        self.weight = mem.to_device(blend_weights(size, ov))
-        self.pending = mem.zeros((self.k + 1, ov, grid.width + span), np.float32)
-        self.left = mem.zeros((self.k + 1, span, ov), np.float32)
-        self.tiles_run = 0
-        self.tiles_skipped = 0
-
-    def prepare(self, src, block: Block, slot: _Slot) -> _Slot:
-        """Read the block, and on the host pack its tiles too (reader thread, beside the model)."""
-        read_padded(src, block.y0, block.x0, self.grid.acc_span, slot.raw_host[: self.bands])
-        fill_indices(slot.raw_host, self.bands, self.index_pairs)
-        if not self.on_device:
-            self.pack(block, slot)
-        return slot
-
-    def pack(self, block: Block, slot: _Slot) -> None:
-        """Mask nodata and cut the block into normalised model tiles, where the slot's buffers live."""
-        kx = self.kx
-        kx.to_device(slot.raw_host, slot.raw)
-        self.px.mask_nodata(slot.raw[: self.bands], self.nodata, self.use_nodata, slot.valid)
-        n = len(block.tile_ys)
-        self.px.pack_tiles(slot.raw, slot.valid, block.tile_ys, block.tile_xs, self.mean, self.inv_std,
-                      slot.packed[:n], slot.counts[:n])
-
-    def launch(self, block: Block, slot: _Slot) -> tuple[list, Iterator]:
-        """Queue the block's live tiles on the model; the results come back in order.
-
-        Called for the next block before the current one is blended, so the model's callers
-        never wait on a block boundary (blending, carried strips, the next read).
-        """
-        if self.on_device:  # device kernels are queued from this one thread, in order
-            self.pack(block, slot)
-        n = len(block.tile_ys)
-        live = np.flatnonzero(self.kx.to_host(slot.counts[:n]) > 0)  # all-nodata tiles never reach the model
-        self.tiles_skipped += n - len(live)
-        runs = list(batch_runs(live, self.batch))
-        return runs, run_all(self.session, [slot.packed[a:b] for a, b in runs])
-
-    def compute(self, block: Block, slot: _Slot, launched: tuple[list, Iterator]) -> None:
-        """Blend the block's model results (from :meth:`launch`), with the carried strips, into ``slot.acc``."""
-        kx, acc, ov = self.kx, slot.acc, self.grid.overlap
-        for (a, b), probs in zip(*launched):
-            if probs.shape[1:] != (self.grid.size, self.grid.size, self.k):
-                raise BundleError(f"the model returned {tuple(probs.shape)} for {b - a} tiles of {self.grid.size} px, "
-                                  f"expected {self.k} class channels (bundle.json lists {self.k} classes)")
-            kx.blend_accumulate(probs, block.tile_ys[a:b], block.tile_xs[a:b], self.weight, acc)
-            self.tiles_run += b - a
-        if not ov:
-            return
-        # strips spilled into this block by its left and upper neighbours, and its own spills
-        x0, oh, ow = block.x0, block.owned_h, block.owned_w
-        # a last-column block may own more than span - overlap columns, and spills nothing right
-        width = min(ow + ov, self.grid.acc_span)
-        if block.col > 0:
-            kx.add_into(acc[:, :, :ov], self.left)
-        kx.add_into(acc[:, :ov, :width], self.pending[:, :, x0 : x0 + width])
-        kx.zero(self.pending[:, :, x0 : x0 + width])
-        if not block.last_col:
-            kx.copy_into(self.left, acc[:, :, ow : ow + ov])
-        if not block.last_row:
-            kx.add_into(self.pending[:, :, x0 : x0 + ow], acc[:, oh : oh + ov, :ow])
-
-    def finalize(self, block: Block, slot: _Slot) -> list[np.ndarray]:
-        """Class (and optional probability/confidence) bands of the block's owned area, on the host."""
-        oh, ow, kx = block.owned_h, block.owned_w, self.kx
-        want_p, want_c = self.opts.probabilities, self.opts.confidence
-        classes = kx.empty((oh, ow), np.uint8)
-        probs = kx.empty((self.k, oh, ow) if want_p else (1, 1, 1), np.uint8)
-        conf = kx.empty((oh, ow) if want_c else (1, 1), np.uint8)
-        kx.finalize(slot.acc, slot.valid, classes, probs, conf, want_p, want_c)
-        kx.zero(slot.acc)  # the slot is free for its next block
-        bands = [kx.to_host(classes)]
-        if want_p:
-            bands += list(kx.to_host(probs))
-        if want_c:
-            bands.append(kx.to_host(conf))
-        return bands
 
 
 def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike | Sequence[str | os.PathLike],
@@ -301,7 +153,7 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, o
         session = prepare(bundle, opts.backend, opts.device, opts.precision)
         grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
         try:
-            runner = _BlockRunner(bundle, session, grid, opts, input_nodata(src, m.input), src.count)
+            runner = BlockRunner(bundle, session, grid, opts, input_nodata(src, m.input), src.count)
         except MemoryError:
             raise InputRasterError(f"--tile {size} needs more memory than this machine has; use a smaller --tile") from None
         resume = ResumeState(final, {"model": bundle.fingerprint(), "input": "+".join(str(Path(p).resolve()) for p in inputs),
@@ -318,7 +170,7 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, o
             with ThreadPoolExecutor(1, thread_name_prefix="lulc-read") as reader, \
                     ThreadPoolExecutor(1, thread_name_prefix="lulc-write") as writer, \
                     tqdm(total=len(blocks), desc="Classifying blocks", unit="block", disable=not opts.progress) as bar:
-                _stream(runner, src, partial, blocks, reader, writer, resume, bar, t0)
+                stream_blocks(runner, src, partial, blocks, reader, writer, resume, bar, t0)
             if not rows_done and not runner.tiles_run:
                 resume.clear()
                 raise InputRasterError(f"{Path(str(source)).name if len(inputs) == 1 else 'the input stack'} has no valid "
@@ -336,13 +188,13 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, o
     return summary
 
 
-def _restore(runner: _BlockRunner, grid: TileGrid, resume: ResumeState, partial: PartialMap) -> int:
+def _restore(runner: BlockRunner, grid: TileGrid, resume: ResumeState, partial: PartialMap) -> int:
     """Block rows an interrupted run finished and that are verifiably on disk (0: start over)."""
     rows_done, strip, x0 = resume.load()
     if not rows_done:
         logger.info("nothing to resume for %s; starting from the beginning", partial.final)
         return 0
-    windows = [[_window(b) for b in grid.blocks() if b.row == r] for r in range(rows_done)]
+    windows = [[block_window(b) for b in grid.blocks() if b.row == r] for r in range(rows_done)]
     if not partial.reopen(windows, resume.row_crcs):
         logger.warning("the partial map of %s does not match its resume state; starting over", partial.final)
         return 0
@@ -365,64 +217,6 @@ def _stop(partial: PartialMap, resume: ResumeState, grid: TileGrid, exc: BaseExc
     if isinstance(exc, KeyboardInterrupt):
         raise Interrupted(f"interrupted; {kept}") from None
     raise exc
-
-
-def _stream(runner: _BlockRunner, src, partial: PartialMap, blocks: list[Block], reader, writer,
-            resume: ResumeState, bar, t0: float) -> None:
-    """The pipeline: while block i runs, block i+1 is read and packed and block i-1 is finalised
-    and written, so the model thread does nothing but model calls and blending. Block i+1's
-    tiles are queued on the model before block i is blended, so the model never waits for a
-    block boundary. After each block row, the partial map is synced to disk and only then
-    counted in the resume state."""
-
-    def finish(block: Block, slot: _Slot) -> None:
-        partial.write_block(_window(block), runner.finalize(block, slot))
-
-    def refill(finished, block: Block, slot: _Slot) -> _Slot:
-        finished.result()  # the slot's previous block is finalised: its buffers are free
-        return runner.prepare(src, block, slot)
-
-    reads = [reader.submit(runner.prepare, src, b, s) for b, s in zip(blocks[:2], runner.slots)]
-    row_writes = []
-    queued = runner.launch(blocks[0], reads[0].result()) if blocks else None
-    for i, block in enumerate(blocks):
-        slot, launched = reads[i].result(), queued
-        try:
-            if i + 1 < len(blocks):  # the next block's tiles queue behind this block's
-                queued = runner.launch(blocks[i + 1], reads[i + 1].result())
-            runner.compute(block, slot, launched)
-        except BaseException:
-            _cancel(reads[i + 1 :], launched, queued)
-            raise
-        if runner.on_device:  # device kernels stay queued in order on this thread
-            job = writer.submit(partial.write_block, _window(block), runner.finalize(block, slot))
-        else:
-            job = writer.submit(finish, block, slot)
-        if i + 2 < len(blocks):
-            reads.append(reader.submit(refill, job, blocks[i + 2], slot))
-        row_writes.append(job)
-        if block.last_col:
-            for w in row_writes:
-                w.result()
-            row_writes.clear()
-            resume.save(block.row + 1, runner.kx.to_host(runner.pending), partial.sync())
-        done_px = (block.y0 + block.owned_h) * src.width
-        bar.set_postfix(mpix_s=f"{done_px / 1e6 / max(time.perf_counter() - t0, 1e-9):.2f}")
-        bar.update(1)
-    for w in row_writes:
-        w.result()
-
-
-def _cancel(reads: list, *queued: tuple[list, Iterator]) -> None:
-    """Drop work not yet started: pending reads and queued model batches."""
-    for f in reads:
-        f.cancel()
-    for _, results in queued:
-        getattr(results, "close", lambda: None)()
-
-
-def _window(block: Block) -> Window:
-    return Window(block.x0, block.y0, block.owned_w, block.owned_h)
 
 
 def summary_json(summary: RunSummary) -> str:

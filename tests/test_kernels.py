@@ -6,7 +6,7 @@ import pytest
 
 from conftest import BANDS, synthetic_scene, write_raster
 from lulc.runtime import kernels
-from lulc.runtime.infer import batch_runs
+from lulc.runtime.pipeline import batch_runs
 from lulc.runtime.tiling import blend_weights
 from test_runtime_no_tf import _run
 
