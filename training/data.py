@@ -24,6 +24,8 @@ from lulc.runtime.manifest import Normalization
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+#: with fewer test blocks than this, the test metrics describe a few neighbourhoods, not the map
+MIN_TEST_BLOCKS = 5
 #: pixels kept per block for the percentile estimate (mean and std are exact)
 PERCENTILE_SAMPLE = 4096
 
@@ -180,6 +182,24 @@ def extract_tiles(stack, labels, spec: SampleSpec) -> tuple[TileSet, Normalizati
     }
     tiles = TileSet(np.stack(xs), np.stack(ys), np.stack(vs), split, record, np.asarray(origins))
     return tiles, stats.result()
+
+
+def block_count(tiles: TileSet) -> int | None:
+    """Spatial split blocks the samples come from (None for samples without a raster position)."""
+    if tiles.origins is None or not len(tiles) or "block_px" not in tiles.split_record:
+        return None
+    return len(np.unique(tiles.origins // tiles.split_record["block_px"], axis=0))
+
+
+def count_test_blocks(test: TileSet) -> int | None:
+    """Blocks behind the test metrics; warns when they are too few to trust (a 489 x 443 px
+    raster with the default block of 2 x tile leaves one test block of nine)."""
+    n = block_count(test)
+    if n is not None and n < MIN_TEST_BLOCKS:
+        logger.warning("the test metrics come from %d spatial block(s) only (%d px each): treat them as anecdotal, "
+                       "or use a smaller --split-block (at least the tile size) for more test blocks",
+                       n, test.split_record["block_px"])
+    return n
 
 
 def normalize(x: np.ndarray, valid: np.ndarray, norm: Normalization) -> np.ndarray:

@@ -14,7 +14,7 @@ from lulc.runtime.errors import LulcError
 from lulc.runtime.indices import append_indices, index_bands
 from lulc.runtime.manifest import InputSpec
 from lulc.training.data import SPLITS, StatsAccumulator, TileSet
-from lulc.training.labels import DEFAULT_COLORS
+from lulc.training.classes import class_list
 from lulc.training.sources import open_raster, valid_mask
 
 SUFFIXES = {".tif", ".tiff", ".jpg", ".jpeg", ".png"}
@@ -77,6 +77,6 @@ def load_folder(root: str, seed: int, derived: list[str] | None = None,
     y = np.broadcast_to(labels[:, None, None], (len(files), shape[1], shape[2])).astype(np.uint8)
     record = {"method": "random-files-stratified", "seed": seed, "fractions": list(fractions),
               "tiles": {name: int((split == i).sum()) for i, name in enumerate(SPLITS)}}
-    classes = [{"id": i, "name": n, "color": DEFAULT_COLORS[i % len(DEFAULT_COLORS)]} for i, n in enumerate(names)]
+    classes = class_list([(i, n, None) for i, n in enumerate(names)])
     tiles = TileSet(np.stack(xs), y, np.stack(vs), split, record)
     return tiles, stats.result(), spec, classes

@@ -16,7 +16,9 @@ import numpy as np
 
 from lulc.runtime.bundle import Bundle
 from lulc.runtime.errors import LulcError
-from lulc.training.data import SPLITS, TileSet, normalize
+from lulc.training.data import SPLITS, TileSet, count_test_blocks, normalize
+from lulc.training.figures import confusion_figure
+from lulc.training.inputs import prepare_samples
 from lulc.training.labels import IGNORE
 from lulc.training.metrics import confusion_matrix, report
 
@@ -25,7 +27,14 @@ CONFUSION = "confusion.png"
 
 
 def predict_classes(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    return np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=-1).astype(np.uint8)
+    """Argmax class per pixel, batch by batch.
+
+    ``predict_on_batch`` rather than ``predict``: Keras feeds numpy arrays to ``predict``
+    through a tf.data parallel map, which TensorFlow rewrites under op determinism and then
+    logs an ``E0000 ... use_unbounded_threadpool`` line on every run.
+    """
+    return np.concatenate([np.argmax(model.predict_on_batch(x[i : i + batch_size]), axis=-1).astype(np.uint8)
+                           for i in range(0, len(x), batch_size)])
 
 
 def evaluate_tiles(model, tiles: TileSet, class_names: list[str], task: str) -> dict:
@@ -39,34 +48,6 @@ def evaluate_tiles(model, tiles: TileSet, class_names: list[str], task: str) -> 
     metrics = report(confusion_matrix(y, pred, len(class_names), IGNORE), class_names)
     metrics["unit"] = "patch" if task == "scene" else "pixel"
     return metrics
-
-
-def confusion_figure(metrics: dict, path: Path) -> None:
-    """Row-normalised confusion matrix with counts, so rare classes stay readable."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(metrics["confusion_matrix"], dtype=np.float64)
-    names = list(metrics["per_class"])
-    rows = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    size = 1.6 + 0.55 * len(names)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
-                    color="white" if rows[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("reference")
-    ax.set_title(f"OA {metrics['overall_accuracy']:.3f}  kappa {metrics['kappa']:.3f}  macro F1 {metrics['macro_f1']:.3f}")
-    fig.colorbar(im, ax=ax, fraction=0.046, label=f"share of reference {metrics.get('unit', 'pixel')}s")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_evaluation(metrics: dict, folder: Path, bundle: Bundle | None = None) -> None:
@@ -83,38 +64,82 @@ def write_evaluation(metrics: dict, folder: Path, bundle: Bundle | None = None) 
     bundle.add_artifact("confusion", tmp_png, "png", dest=CONFUSION)
 
 
-def evaluate_bundle(bundle_dir: str, image: list[str] | None = None, labels: str | None = None,
-                    data: str | None = None, split: str = "test", output: str | None = None) -> dict:
-    """Evaluate a trained bundle on its recorded test split, or on new data with ``split='all'``."""
-    from lulc.runtime.backends.keras_backend import load_keras_model
-    from lulc.training.config import TrainConfig
-    from lulc.training.inputs import prepare_samples
+def bundle_classes(manifest) -> list[dict]:
+    """The bundle's classes with the label value each was trained from (ids for old bundles)."""
+    values = (manifest.provenance or {}).get("label_values") or [c.id for c in manifest.classes]
+    return [{"id": c.id, "name": c.name, "color": tuple(c.color), "value": int(v)} for c, v in zip(manifest.classes, values)]
 
-    if split not in (*SPLITS, "all"):
-        raise LulcError(f"--split must be one of {', '.join(SPLITS)} or all")
-    bundle = Bundle.load(bundle_dir)
-    m = bundle.manifest
-    recorded = (m.provenance or {}).get("config")
-    if not recorded:
-        raise LulcError(f"{bundle_dir} records no training config; it was not made by `lulc train`")
+
+def _samples(manifest, recorded: dict, image, labels, data, stack, work: Path) -> tuple[TileSet, list[str], list[dict]]:
+    """Raw samples of the recorded training data, or of new data; channels and classes."""
+    from lulc.training.config import TemporalConfig, TrainConfig
+
+    known = bundle_classes(manifest)
+    if manifest.input.time_steps:
+        from lulc.training.timeseries import temporal_samples
+
+        if image or data:
+            raise LulcError("a temporal bundle is evaluated on a time-series stack: use --stack and --labels")
+        cfg = TemporalConfig(**{f.name: recorded[f.name] for f in fields(TemporalConfig) if f.name in recorded})
+        cfg = replace(cfg, stack=stack or cfg.stack, labels=labels or cfg.labels)
+        series = temporal_samples(cfg, work, known)
+        return series.tiles, series.info.channels, series.classes
+    if stack:
+        raise LulcError("--stack is for temporal bundles; evaluate this bundle with --image and --labels")
     cfg = TrainConfig(**{f.name: recorded[f.name] for f in fields(TrainConfig) if f.name in recorded})
     if data:
         cfg = replace(cfg, data=data, image=None, labels=None)
     elif image or labels:
         cfg = replace(cfg, image=image or cfg.image, labels=labels or cfg.labels, data=None)
+    samples = prepare_samples(cfg, work, known)
+    return samples.tiles, samples.spec.channels, samples.classes
+
+
+def normalize_for(manifest, tiles: TileSet) -> np.ndarray:
+    """The model's input: z-scored; single-date nodata pixels 0, missing dates of a series NaN."""
+    if manifest.input.time_steps:
+        from lulc.training.timeseries import normalize_series
+
+        return normalize_series(tiles.x, manifest.normalization)
+    return normalize(tiles.x, tiles.valid, manifest.normalization)
+
+
+def evaluate_bundle(bundle_dir: str, image: list[str] | None = None, labels: str | None = None,
+                    data: str | None = None, split: str = "test", output: str | None = None,
+                    stack: str | None = None, baseline: str | None = None) -> dict:
+    """Evaluate a trained bundle on its recorded test split, or on new data with ``split='all'``;
+    ``baseline='rf'`` adds a random forest fitted on the same training blocks."""
+    from lulc.runtime.backends.keras_backend import load_keras_model
+
+    if split not in (*SPLITS, "all"):
+        raise LulcError(f"--split must be one of {', '.join(SPLITS)} or all")
+    if baseline not in (None, "rf"):
+        raise LulcError(f"--baseline must be rf, not {baseline}")
+    if baseline and (image or labels or data or stack or split == "all"):
+        raise LulcError("--baseline rf is fitted on the bundle's own training blocks and scored on its test (or val) "
+                        "split: run it without --image/--labels/--data/--stack and --split all")
+    bundle = Bundle.load(bundle_dir)
+    m = bundle.manifest
+    recorded = (m.provenance or {}).get("config")
+    if not recorded:
+        raise LulcError(f"{bundle_dir} records no training config; it was not made by `lulc train`")
     with tempfile.TemporaryDirectory(prefix="lulc-eval-") as work:
-        samples = prepare_samples(cfg, Path(work))
-    if [c["name"] for c in samples.classes] != m.class_names:
-        raise LulcError(f"the data's classes ({', '.join(c['name'] for c in samples.classes)}) differ from the "
+        all_tiles, channels, classes = _samples(m, recorded, image, labels, data, stack, Path(work))
+    if [c["name"] for c in classes] != m.class_names:
+        raise LulcError(f"the data's classes ({', '.join(c['name'] for c in classes)}) differ from the "
                         f"bundle's ({', '.join(m.class_names)}); pass the bundle's class list with matching labels")
-    if samples.spec.channels != m.input.channels:
-        raise LulcError(f"the data's bands {', '.join(samples.spec.channels)} differ from the bundle's "
-                        f"{', '.join(m.input.channels)}")
-    tiles = samples.tiles if split == "all" else samples.tiles.part(split)
+    if channels != m.input.channels:
+        raise LulcError(f"the data's bands {', '.join(channels)} differ from the bundle's {', '.join(m.input.channels)}")
+    all_tiles.x = normalize_for(m, all_tiles)
+    tiles = all_tiles if split == "all" else all_tiles.part(split)
     if not len(tiles):
         raise LulcError(f"no labelled sample in the {split} split of this data")
-    tiles.x = normalize(tiles.x, tiles.valid, m.normalization)
-    metrics = evaluate_tiles(load_keras_model(bundle), tiles, m.class_names, m.task)
-    metrics["split"] = split
+    task = "scene" if m.task == "scene" else "segmentation"
+    metrics = evaluate_tiles(load_keras_model(bundle), tiles, m.class_names, task)
+    metrics.update(split=split, blocks=count_test_blocks(tiles))
+    if baseline:
+        from lulc.training.baseline import random_forest
+
+        metrics["baseline"] = random_forest(all_tiles.part("train"), tiles, m.class_names, task, recorded.get("seed", 0))
     write_evaluation(metrics, Path(output) if output else bundle.root, None if output else bundle)
     return metrics

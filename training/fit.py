@@ -3,7 +3,8 @@
 The checkpoint folder holds ``last.keras`` (model + optimizer state), ``best.keras`` (lowest
 validation loss) and ``state.json``; each file is written under a temporary name and renamed,
 so an interrupted run always leaves the last good checkpoint intact. Early stopping is part
-of the same callback so that its patience counter survives a resume too.
+of the same callback so that its patience counter survives a resume too. Batch-norm
+statistics are recalibrated before every validation (:mod:`lulc.training.batchnorm`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import keras
 import numpy as np
 
 from lulc.runtime.errors import LulcError
+from lulc.training.batchnorm import BatchNormCalibration
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +63,14 @@ class Checkpoint(keras.callbacks.Callback):
         os.replace(tmp, self.folder / STATE)
 
 
+def has_checkpoint(folder: Path) -> bool:
+    """Whether ``folder`` holds an epoch checkpoint that a run can continue from."""
+    return (folder / STATE).is_file() and (folder / "last.keras").is_file()
+
+
 def load_state(folder: Path, fingerprint: str) -> dict:
     path = folder / STATE
-    if not path.is_file() or not (folder / "last.keras").is_file():
+    if not has_checkpoint(folder):
         raise LulcError(f"nothing to resume: no checkpoint in {folder}; start the run without --resume")
     state = json.loads(path.read_text())
     if state.get("fingerprint") != fingerprint:
@@ -73,8 +80,13 @@ def load_state(folder: Path, fingerprint: str) -> dict:
 
 
 def fit(model: keras.Model, train_ds, val_ds, epochs: int, learning_rate: float, folder: Path, logs: Path,
-        fingerprint: str, patience: int, resume: bool) -> tuple[keras.Model, dict]:
-    """Train (or continue training) and return the best model and the run's state record."""
+        fingerprint: str, patience: int, resume: bool, calibration: np.ndarray, batch_size: int
+        ) -> tuple[keras.Model, dict]:
+    """Train (or continue training) and return the best model and the run's state record.
+
+    ``calibration``: normalised training tiles for the batch-norm statistics.
+    """
+
     folder.mkdir(parents=True, exist_ok=True)
     state = None
     if resume:
@@ -89,7 +101,8 @@ def fit(model: keras.Model, train_ds, val_ds, epochs: int, learning_rate: float,
     if start < epochs and not checkpoint.state["stopped_early"]:
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
                   verbose=1 if sys.stderr.isatty() else 2, shuffle=False,
-                  callbacks=[keras.callbacks.TensorBoard(log_dir=str(logs), write_graph=False), checkpoint])
+                  callbacks=[BatchNormCalibration(calibration, batch_size),
+                             keras.callbacks.TensorBoard(log_dir=str(logs), write_graph=False), checkpoint])
     best = folder / "best.keras"
     if best.is_file():
         model = keras.saving.load_model(best)

@@ -31,13 +31,17 @@ def sample_spec(cfg: TrainConfig, task: str) -> SampleSpec:
                       seed=cfg.seed, task=task, rule=cfg.patch_rule, min_labeled=min_labeled, ignore=IGNORE)
 
 
-def prepare_samples(cfg: TrainConfig, work: Path) -> Samples:
-    """Samples for ``cfg``; intermediate rasters (rasterized labels) go to ``work``."""
+def prepare_samples(cfg: TrainConfig, work: Path, known: list[dict] | None = None) -> Samples:
+    """Samples for ``cfg``; intermediate rasters (rasterized labels) go to ``work``.
+
+    ``known``: a bundle's classes (with their label values) to read the labels with, so an
+    evaluation counts the same classes the model was trained on.
+    """
     if cfg.arch not in ARCHITECTURES:
         raise LulcError(f"unknown --arch {cfg.arch}; choose one of {', '.join(ARCHITECTURES)}")
     task = task_of(cfg.arch)
     if task not in ("segmentation", "scene"):
-        raise LulcError(f"{cfg.arch} is a temporal model: train it with `lulc train-temporal`")
+        raise LulcError(f"{cfg.arch} is a temporal model: give it a time-series --stack, not --image")
     if cfg.data:
         from lulc.training.eurosat import load_folder
 
@@ -48,10 +52,11 @@ def prepare_samples(cfg: TrainConfig, work: Path) -> Samples:
     if not cfg.images or not cfg.labels:
         raise LulcError("give --image and --labels (raster or vector), or --data DIR of class folders")
     with RasterStack(cfg.images, cfg.align, cfg.indices) as stack:
-        labels, classes = prepare_labels(cfg.labels, stack, work, cfg.label_column, cfg.classes, cfg.aoi, cfg.align)
+        labels, classes = prepare_labels(cfg.labels, stack, work, cfg.label_column, cfg.classes, cfg.aoi, cfg.align,
+                                         known)
         with open_raster(labels, "label raster") as lab:
             tiles, norm = extract_tiles(stack, lab, sample_spec(cfg, task))
         spec = InputSpec(bands=stack.bands, dtype=stack.dtype, nodata=stack.nodata, derived=stack.derived)
-        data = {"image": stack.paths, "labels": str(Path(cfg.labels).resolve()),
-                "aoi": str(Path(cfg.aoi).resolve()) if cfg.aoi else None}
+        data = {"image": stack.paths, "nodata": stack.nodatas, "bands_per_image": stack.band_counts,
+                "labels": str(Path(cfg.labels).resolve()), "aoi": str(Path(cfg.aoi).resolve()) if cfg.aoi else None}
     return Samples(tiles, norm, spec, classes, data)

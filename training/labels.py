@@ -20,11 +20,6 @@ from lulc.runtime.errors import LulcError
 logger = logging.getLogger(__name__)
 
 IGNORE = 255
-DEFAULT_COLORS = [
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
-]
 
 
 def is_vector(path: str | os.PathLike) -> bool:
@@ -126,28 +121,38 @@ def aoi_mask(aoi: str | os.PathLike, grid) -> np.ndarray:
     return mask
 
 
-def label_classes(labels: str | os.PathLike, classes_file: str | os.PathLike | None = None) -> list[dict]:
-    """Class list for a label raster: an explicit JSON file, a ``classes.json`` beside it, or its tags."""
-    labels = Path(labels)
-    candidates = [Path(classes_file)] if classes_file else [labels.with_name("classes.json")]
-    for path in candidates:
-        if path.is_file():
-            entries = json.loads(path.read_text())
-            return [{"id": i, "name": e["name"], "color": tuple(e.get("color") or DEFAULT_COLORS[i % len(DEFAULT_COLORS)])}
-                    for i, e in enumerate(entries)]
-    from lulc.training.sources import open_raster
+def _class_plane(src, grid, align: bool) -> np.ndarray:
+    """Band 1 of ``src`` on the grid of ``grid`` (warped by nearest neighbour only with ``align``)."""
+    from rasterio.vrt import WarpedVRT
 
-    with open_raster(labels, "label raster") as src:
-        tagged = src.tags().get("CLASS_NAMES")
-        if tagged:
-            names = json.loads(tagged)
-        else:
-            ids = np.unique(src.read(1))
-            ids = ids[ids != IGNORE]
-            if not ids.size:
-                raise LulcError(f"label raster {labels.name} is empty: every pixel is unlabeled ({IGNORE})")
-            names = [f"class_{i}" for i in range(int(ids.max()) + 1)]
-    return [{"id": i, "name": n, "color": DEFAULT_COLORS[i % len(DEFAULT_COLORS)]} for i, n in enumerate(names)]
+    from lulc.runtime.bandstack import same_grid
+
+    if same_grid(src, grid):
+        return src.read(1)
+    if not align:
+        raise LulcError(f"label raster {src.name} is not on the grid of the image; pass --align to warp it "
+                        "(nearest neighbour) or rasterize the labels onto the image grid")
+    with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                   resampling=rasterio.enums.Resampling.nearest, nodata=src.nodata) as vrt:
+        return vrt.read(1)
+
+
+def _labelled(plane: np.ndarray, nodata) -> np.ndarray:
+    """True where a pixel holds a class: not the ignore value, the raster's nodata or NaN."""
+    labelled = plane != IGNORE
+    if nodata is not None:
+        labelled &= plane != nodata
+    if plane.dtype.kind == "f":
+        labelled &= ~np.isnan(plane)
+    return labelled
+
+
+def _to_class_ids(plane: np.ndarray, labelled: np.ndarray, classes: list[dict]) -> np.ndarray:
+    """uint8 model class ids (0..K-1, IGNORE elsewhere) from the raster's own values."""
+    values = np.array([c["value"] for c in classes])
+    order = np.argsort(values)
+    pos = np.clip(np.searchsorted(values[order], plane), 0, len(values) - 1)
+    return np.where(labelled, order[pos], IGNORE).astype(np.uint8)
 
 
 def prepare_labels(
@@ -158,48 +163,51 @@ def prepare_labels(
     classes_file: str | os.PathLike | None = None,
     aoi: str | os.PathLike | None = None,
     align: bool = False,
+    known: list[dict] | None = None,
 ) -> tuple[Path, list[dict]]:
-    """A label raster on the grid of ``grid`` (a RasterStack) and its class list.
+    """A label raster of model class ids on the grid of ``grid`` (a RasterStack), and its classes.
 
     Vector labels are rasterized, a label raster on another grid is warped (nearest, only
-    with ``align``) and an area of interest blanks everything outside it; each of these
-    writes a new label raster into ``staging``, so the user's files are never modified.
+    with ``align``), an area of interest blanks everything outside it, and the raster's own
+    values become class ids 0..K-1 (see :mod:`lulc.training.classes`; ``known`` imposes a
+    bundle's classes, for evaluation). The result is written into ``staging``, so the user's
+    files are never modified. Training needs two classes present; evaluation does not.
     """
-    from rasterio.vrt import WarpedVRT
-
-    from lulc.runtime.bandstack import same_grid
+    from lulc.training.classes import class_list, raster_classes, read_class_file
     from lulc.training.sources import open_raster
 
     staged = staging / "labels.tif"
+    class_file = Path(classes_file) if classes_file else Path(labels).with_name("classes.json")
+    classes = known or (read_class_file(class_file) if class_file.is_file() else None)
+    path, burnt = Path(labels), None
     if is_vector(labels):
-        names = [c["name"] for c in label_classes(labels, classes_file)] if classes_file else None
-        rasterize_vector(labels, grid, staged, column=column, class_names=names)
-        path, classes = staged, label_classes(staged, classes_file)
-    else:
-        path, classes = Path(labels), label_classes(labels, classes_file)
-    with open_raster(path, "label raster") as src:
-        on_grid = same_grid(src, grid)
-        if on_grid:
-            plane = src.read(1)
-        elif align:
-            with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                           resampling=rasterio.enums.Resampling.nearest, nodata=IGNORE) as vrt:
-                plane = vrt.read(1)
-        else:
-            raise LulcError(f"label raster {path} is not on the grid of the image; pass --align to warp it "
-                            "(nearest neighbour) or rasterize the labels onto the image grid")
-    if aoi:
-        plane = np.where(aoi_mask(aoi, grid), plane, IGNORE).astype(np.uint8)
-    ids = np.unique(plane)
-    ids = ids[ids != IGNORE]
-    if not ids.size:
-        raise LulcError(f"the label set is empty: no labelled pixel of {Path(labels).name} falls on the image"
-                        + (" inside the area of interest" if aoi else ""))
-    unknown = ids[ids >= len(classes)]
-    if unknown.size:
-        raise LulcError(f"label value(s) {', '.join(map(str, unknown))} are not in the class list of {len(classes)} "
-                        "classes; add them to classes.json (--classes) or relabel")
-    if aoi or not on_grid:
-        write_label_raster(staged, plane, grid, [c["name"] for c in classes])
+        names = rasterize_vector(labels, grid, staged, column=column,
+                                 class_names=[c["name"] for c in classes] if classes else None)
+        classes = classes or class_list([(i, n, None) for i, n in enumerate(names)])
+        burnt = [{**c, "value": i} for i, c in enumerate(classes)]  # rasterizing burns list positions
         path = staged
-    return path, classes
+    with open_raster(path, "label raster") as src:
+        plane = _class_plane(src, grid, align)
+        labelled = _labelled(plane, src.nodata)
+        if aoi:
+            labelled &= aoi_mask(aoi, grid)
+        values = np.unique(plane[labelled])
+        if not values.size:
+            raise LulcError(f"the label set is empty: no labelled pixel of {Path(labels).name} falls on the image"
+                            + (" inside the area of interest" if aoi else ""))
+        if values.dtype.kind == "f" and (values != np.round(values)).any():
+            raise LulcError(f"label raster {path.name} holds non-integer values (e.g. {values[values != np.round(values)][0]}); "
+                            "labels must be integer class codes")
+        classes = classes or raster_classes(src, path, values.astype(np.int64))
+    burnt = burnt or classes
+    unknown = sorted(set(values.astype(np.int64).tolist()) - {c["value"] for c in burnt})
+    if unknown:
+        raise LulcError(f"label value(s) {', '.join(map(str, unknown[:10]))} are not in the class list of {len(classes)} "
+                        "classes; add them to classes.json (--classes) or relabel")
+    if known is None and values.size < 2:
+        raise LulcError(f"the labels hold a single class (value {int(values[0])}); a classifier needs at least two "
+                        "classes: label some pixels of another class")
+    if len(classes) < 2:
+        raise LulcError(f"the class list has only {len(classes)} class; a classifier needs at least two")
+    write_label_raster(staged, _to_class_ids(plane, labelled, burnt), grid, [c["name"] for c in classes])
+    return staged, classes

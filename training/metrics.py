@@ -40,9 +40,24 @@ def report(cm: np.ndarray, class_names: list[str]) -> dict:
     }
 
 
+def _summary(metrics: dict) -> str:
+    return (f"overall accuracy {metrics['overall_accuracy']:.3f}  kappa {metrics['kappa']:.3f}  "
+            f"macro F1 {metrics['macro_f1']:.3f}")
+
+
 def format_table(metrics: dict) -> str:
-    lines = [f"overall accuracy {metrics['overall_accuracy']:.3f}  kappa {metrics['kappa']:.3f}  macro F1 {metrics['macro_f1']:.3f}",
-             f"{'class':<14}{'precision':>10}{'recall':>10}{'F1':>8}{'pixels':>10}"]
+    """The printed report: summary, per-class table, and with a baseline its figures beside
+    the model's (an ``RF F1`` column and a summary line)."""
+    base = metrics.get("baseline")
+    lines = [_summary(metrics),
+             f"{'class':<14}{'precision':>10}{'recall':>10}{'F1':>8}" + (f"{'RF F1':>8}" if base else "") + f"{'pixels':>10}"]
     for name, m in metrics["per_class"].items():
-        lines.append(f"{name:<14}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>8.3f}{m['support']:>10}")
+        rf = f"{base['per_class'][name]['f1']:>8.3f}" if base else ""
+        lines.append(f"{name:<14}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>8.3f}{rf}{m['support']:>10}")
+    if base:
+        lines.append(f"random forest ({base['trees']} trees, {base['train_samples']} training {base['unit']}s): "
+                     + _summary(base))
+    if metrics.get("blocks") is not None:
+        lines.append(f"{metrics['pixels']} {metrics.get('unit', 'pixel')}s from {metrics['blocks']} spatial block(s) "
+                     f"of the {metrics.get('split', 'test')} split")
     return "\n".join(lines)

@@ -62,6 +62,9 @@ class RasterStack:
         self.crs, self.transform, self.bounds = ref.crs, ref.transform, ref.bounds
         self.dtype = np.result_type(*[src.dtypes[0] for src in self.sources]).name
         self.nodata = ref.nodata
+        # each file's own nodata (they may differ, e.g. -99999 and -32768): recorded in the bundle
+        self.nodatas = [src.nodata for src in self.sources]
+        self.band_counts = [src.count for src in self.sources]
 
     @property
     def channels(self) -> list[str]:

@@ -10,55 +10,25 @@ repeated for every date, so a mostly cloudy date does not get statistics of its 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lulc.runtime import __version__
-from lulc.runtime.bundle import SAMPLES, Bundle, now_iso
+from lulc.runtime.bundle import Bundle
 from lulc.runtime.errors import LulcError
-from lulc.runtime.manifest import ClassInfo, InputSpec, Manifest, Normalization, TileSpec
+from lulc.runtime.manifest import InputSpec, Manifest, Normalization, TileSpec
 from lulc.runtime.temporal_kernels import reference_mask_dates
 from lulc.runtime.timestack import read_stack_info
+from lulc.training.config import TEMPORAL_ARCHS, TemporalConfig, check_numbers
 from lulc.training.data import SampleSpec, TileSet
 from lulc.training.labels import IGNORE
 from lulc.training.sources import RasterStack
 
 logger = logging.getLogger(__name__)
 
-TEMPORAL_ARCHS = ("pixel-lstm", "mtlcc", "fcn-convlstm")
-
-
-@dataclass
-class TemporalConfig:
-    stack: str
-    labels: str
-    output: str
-    arch: str = "mtlcc"
-    label_column: str = "class"
-    classes: str | None = None
-    epochs: int = 10
-    tile: int = 24  # MTLCC's tile size
-    stride: int | None = None
-    split_block: int | None = None
-    seed: int = 0
-    batch_size: int = 4  # MTLCC's batch size
-    learning_rate: float = 1e-3
-    patience: int = 5
-    infer_tile: int = 64
-    infer_overlap: int = 8
-    sequence: str = "fixed"  # or "random": a random sorted subset of dates per batch
-    sequence_length: int | None = None
-    init_from: str | None = None  # a single-date unet bundle for the fcn-convlstm encoder
-    mask_unstable_water: str | None = None  # "GREEN,NIR" band names for the NDWI
-    water_threshold: float = 0.0
-    compare_single_date: bool = False
-    overwrite: bool = False
-    model_options: dict = field(default_factory=dict)
+__all__ = ["TEMPORAL_ARCHS", "TemporalConfig", "train_temporal"]
 
 
 class TemporalStack(RasterStack):
@@ -118,17 +88,44 @@ def random_dates(ds, time_steps: int, bands: int, length: int):
     return ds.map(drop)
 
 
-def _samples(cfg: TemporalConfig, stack: TemporalStack, work: Path) -> tuple[TileSet, list[dict]]:
+def normalize_series(x: np.ndarray, norm: Normalization) -> np.ndarray:
+    """Z-score per channel; missing dates stay NaN, which the models mask (never a zero reflectance)."""
+    return ((x - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)).astype(np.float32)
+
+
+@dataclass
+class SeriesSamples:
+    tiles: TileSet  # raw values, NaN on missing dates
+    classes: list[dict]
+    info: object  # the stack's StackInfo: bands, dates, channels, path
+    dtype: str
+    nodata: float | None
+    water: dict | None  # what --mask-unstable-water dropped
+
+
+def temporal_samples(cfg: TemporalConfig, work: Path, known: list[dict] | None = None) -> SeriesSamples:
+    """Samples of a stack and its labels, cut like single-date ones, unstable shorelines dropped.
+
+    ``known``: a bundle's classes, for evaluation (see :func:`lulc.training.labels.prepare_labels`).
+    """
     from lulc.training.data import extract_tiles
     from lulc.training.labels import prepare_labels
     from lulc.training.sources import open_raster
 
-    labels, classes = prepare_labels(cfg.labels, stack, work, cfg.label_column, cfg.classes)
-    spec = SampleSpec(tile=cfg.tile, stride=cfg.stride or max(1, cfg.tile // 2), split_block=cfg.split_block or 2 * cfg.tile,
-                      seed=cfg.seed, ignore=IGNORE)
-    with open_raster(labels, "label raster") as lab, np.errstate(invalid="ignore"):
-        tiles, _ = extract_tiles(stack, lab, spec)  # its pooled statistics ignore dates; see band_stats
-    return tiles, classes
+    with TemporalStack(cfg.stack) as stack:
+        labels, classes = prepare_labels(cfg.labels, stack, work, cfg.label_column, cfg.classes, known=known)
+        spec = SampleSpec(tile=cfg.tile, stride=cfg.stride or max(1, cfg.tile // 2),
+                          split_block=cfg.split_block or 2 * cfg.tile, seed=cfg.seed, ignore=IGNORE)
+        with open_raster(labels, "label raster") as lab, np.errstate(invalid="ignore"):
+            tiles, _ = extract_tiles(stack, lab, spec)  # its pooled statistics ignore dates; see band_stats
+        info, dtype, nodata = stack.info, stack.dtype, stack.nodata
+    water = None
+    if cfg.mask_unstable_water:
+        unstable = unstable_water(tiles.x, info.bands, cfg.mask_unstable_water.split(","), cfg.water_threshold)
+        water = {"bands": cfg.mask_unstable_water, "threshold": cfg.water_threshold,
+                 "labels_ignored": int((unstable & (tiles.y != IGNORE)).sum())}
+        tiles.y[unstable] = IGNORE
+    return SeriesSamples(tiles, classes, info, dtype, nodata, water)
 
 
 def _build(cfg: TemporalConfig, channels: int, k: int, time_steps: int):
@@ -154,16 +151,19 @@ def _build(cfg: TemporalConfig, channels: int, k: int, time_steps: int):
 
 
 def _fit(cfg: TemporalConfig, model, tiles: TileSet, staging: Path, time_steps: int, bands: int, select=None):
+    from lulc.training.batchnorm import calibration_sample
     from lulc.training.dataset import make_dataset
     from lulc.training.fit import fit
+    from lulc.training.train import CHECKPOINTS
 
-    train_ds = make_dataset(tiles.part("train"), cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed)
+    train = tiles.part("train")
+    train_ds = make_dataset(train, cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed)
     if cfg.sequence == "random" and select is None:
         train_ds = random_dates(train_ds, time_steps, bands, cfg.sequence_length or max(1, time_steps // 2))
     val_ds = make_dataset(tiles.part("val"), cfg.batch_size)
     fingerprint = f"{cfg.arch}-{cfg.seed}-{select}"
-    return fit(model, train_ds, val_ds, cfg.epochs, cfg.learning_rate, staging / "checkpoint" / str(select),
-               staging / "logs", fingerprint, cfg.patience, False)
+    return fit(model, train_ds, val_ds, cfg.epochs, cfg.learning_rate, staging / CHECKPOINTS / str(select),
+               staging / "logs", fingerprint, cfg.patience, False, calibration_sample(train.x, cfg.seed), cfg.batch_size)
 
 
 def single_date_baseline(cfg: TemporalConfig, tiles: TileSet, names: list[str], bands: int, staging: Path,
@@ -188,71 +188,56 @@ def single_date_baseline(cfg: TemporalConfig, tiles: TileSet, names: list[str], 
     return {"date": dates[t], "metrics": metrics}
 
 
-def train_temporal(cfg: TemporalConfig) -> Bundle:
-    """Train a temporal model on a stack and write a complete, evaluated bundle."""
-    import keras
-
-    from lulc.training.evaluate import evaluate_tiles, write_evaluation
-    from lulc.training.models import task_of
-    from lulc.training.models.recurrent import MISSING_DATES, RECURRENCE
-    from lulc.training.train import _deterministic, _stage
+def train_temporal(cfg: TemporalConfig, config_record: dict | None = None) -> Bundle:
+    """Train a temporal model on a stack and write a complete, evaluated bundle to ``cfg.output``."""
+    from lulc.training.train import write_bundle
 
     if cfg.arch not in TEMPORAL_ARCHS:
         raise LulcError(f"unknown temporal --arch {cfg.arch}; choose one of {', '.join(TEMPORAL_ARCHS)}")
+    if not cfg.stack or not cfg.labels:
+        raise LulcError(f"--arch {cfg.arch} trains on a time series: give --stack (from `lulc stack`) and --labels")
     if cfg.sequence not in ("fixed", "random"):
         raise LulcError(f"--sequence must be fixed or random, not {cfg.sequence}")
-    output = Path(cfg.output)
-    staging = _stage(output, cfg.overwrite, False)
+    return write_bundle(cfg, config_record, lambda staging: _train_temporal_into(cfg, config_record, staging))
+
+
+def _train_temporal_into(cfg: TemporalConfig, config_record: dict | None, staging: Path) -> None:
+    from lulc.training.models import task_of
+    from lulc.training.models.recurrent import MISSING_DATES, RECURRENCE
+    from lulc.training.train import WORK, _deterministic, assemble, class_infos, held_out_metrics, run_record
+
     t0 = time.time()
-    with TemporalStack(cfg.stack) as stack:
-        info, dtype, nodata = stack.info, stack.dtype, stack.nodata
-        tiles, classes = _samples(cfg, stack, staging)
+    (staging / WORK).mkdir(exist_ok=True)
+    samples = temporal_samples(cfg, staging / WORK)
+    tiles, classes, info = samples.tiles, samples.classes, samples.info
     names, bands, steps = [c["name"] for c in classes], len(info.bands), len(info.dates)
-    water = None
-    if cfg.mask_unstable_water:
-        unstable = unstable_water(tiles.x, info.bands, cfg.mask_unstable_water.split(","), cfg.water_threshold)
-        water = {"bands": cfg.mask_unstable_water, "threshold": cfg.water_threshold,
-                 "labels_ignored": int((unstable & (tiles.y != IGNORE)).sum())}
-        tiles.y[unstable] = IGNORE
     norm = band_stats(tiles.part("train").x, bands, steps)
-    tiles.x = ((tiles.x - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)).astype(np.float32)
+    tiles.x = normalize_series(tiles.x, norm)
 
     _deterministic(cfg.seed)
     model, init = _build(cfg, len(info.channels), len(classes), steps)
     divisor = getattr(model, "divisor", 1)
     if cfg.tile % divisor or cfg.infer_tile % divisor:
         raise LulcError(f"--tile and --infer-tile must be multiples of {divisor} for {cfg.arch}")
+    overlap = 0 if cfg.arch == "pixel-lstm" else cfg.infer_overlap
+    if overlap >= cfg.infer_tile:
+        raise LulcError(f"--infer-overlap {overlap} must be smaller than --infer-tile {cfg.infer_tile}")
     model, state = _fit(cfg, model, tiles, staging, steps, bands)
     test = tiles.part("test")
-    metrics = evaluate_tiles(model, test, names, "segmentation")
-    baseline = single_date_baseline(cfg, tiles, names, bands, staging, info.dates) if cfg.compare_single_date else None
-    model.save(staging / "model.keras")
-    np.savez_compressed(staging / SAMPLES, x=test.x[:8], y=test.y[:8])
-
+    metrics = {"test": held_out_metrics(model, test, names, "segmentation")}
+    if cfg.compare_single_date:
+        metrics["single_date_unet"] = single_date_baseline(cfg, tiles, names, bands, staging, info.dates)
+    provenance = run_record(cfg, classes, state, metrics, t0)
+    provenance.update(
+        config_sources=config_record or {"file": None}, split=tiles.split_record,
+        data={"stack": str(info.path.resolve()), "labels": str(Path(cfg.labels).resolve()), "nodata": samples.nodata},
+        temporal={"bands_per_date": info.bands, "time_steps": steps, "recurrence": RECURRENCE,
+                  "missing_dates": MISSING_DATES, "sequence": cfg.sequence, "init_from": init or None,
+                  "unstable_water": samples.water})
     manifest = Manifest(
         task=task_of(cfg.arch), architecture=cfg.arch,
-        input=InputSpec(bands=info.channels, dtype=dtype, nodata=nodata, time_steps=steps, dates=info.dates),
-        normalization=norm,
-        tile=TileSpec(size=cfg.infer_tile, overlap=0 if cfg.arch == "pixel-lstm" else cfg.infer_overlap, divisor=divisor),
-        classes=[ClassInfo(**c) for c in classes], ignore_index=IGNORE,
-        provenance={
-            "lulc_version": __version__, "created": now_iso(), "config": asdict(cfg),
-            "data": {"stack": str(info.path.resolve()), "labels": str(Path(cfg.labels).resolve())},
-            "temporal": {"bands_per_date": info.bands, "time_steps": steps, "recurrence": RECURRENCE,
-                         "missing_dates": MISSING_DATES, "sequence": cfg.sequence, "init_from": init or None,
-                         "unstable_water": water},
-            "split": tiles.split_record, "history": state["history"], "epochs_run": state["epoch"],
-            "metrics": {"test": metrics, **({"single_date_unet": baseline} if baseline else {})},
-            "train_seconds": round(time.time() - t0, 1), "keras_version": keras.__version__,
-        },
-    )
-    bundle = Bundle(staging, manifest)
-    bundle.save()
-    bundle.add_artifact("keras", staging / "model.keras", "keras")
-    bundle.add_artifact("samples", staging / SAMPLES, "npz", details={"split": "test", "tiles": int(min(8, len(test)))})
-    write_evaluation(metrics, staging, bundle)
-    shutil.rmtree(staging / "checkpoint", ignore_errors=True)
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(staging, output)
-    return Bundle.load(output)
+        input=InputSpec(bands=info.channels, dtype=samples.dtype, nodata=samples.nodata, time_steps=steps,
+                        dates=info.dates),
+        normalization=norm, tile=TileSpec(size=cfg.infer_tile, overlap=overlap, divisor=divisor),
+        classes=class_infos(classes), ignore_index=IGNORE, provenance=provenance)
+    assemble(staging, manifest, model, test, 8)

@@ -1,15 +1,18 @@
 """A training run: samples -> Keras model -> evaluated model bundle.
 
-The bundle is assembled in a staging folder ``.NAME.partial`` and renamed into place at the
-end, so an interrupted run never leaves a half-written bundle at the output path; the
-staging folder keeps the per-epoch checkpoint that ``--resume`` continues from.
+The output folder is checked before any work (:mod:`lulc.training.outputs`): it may not be
+or hold an input, and ``--overwrite`` replaces only a lulc bundle. The bundle is assembled
+in a staging folder ``.NAME.partial`` and renamed into place at the end, so an interrupted
+run never leaves a half-written bundle at the output path; the staging folder keeps the
+per-epoch checkpoint that ``--resume`` continues from, and is removed when a run fails
+before it has one.
 """
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,32 +22,16 @@ from lulc.runtime import __version__
 from lulc.runtime.bundle import SAMPLES, Bundle, now_iso
 from lulc.runtime.errors import LulcError
 from lulc.runtime.manifest import ClassInfo, Manifest, TileSpec
-from lulc.training.config import TrainConfig
-from lulc.training.data import SPLITS
+from lulc.training.config import TrainConfig, check_numbers
+from lulc.training.data import SPLITS, TileSet, count_test_blocks
 from lulc.training.labels import IGNORE
+from lulc.training.outputs import check_bundle_output, publish, staged
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoint"
 WORK = "work"
-
-
-def _stage(output: Path, overwrite: bool, resume: bool) -> Path:
-    """The staging folder; a leftover checkpoint is only reused with --resume, only dropped with --overwrite."""
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise LulcError(f"bundle folder {output} already exists and is not empty (use --overwrite)")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LulcError(f"cannot create {output}: {exc.strerror}") from None
-    staging = output.with_name(f".{output.name}.partial")
-    if not resume:
-        if (staging / CHECKPOINTS).exists() and not overwrite:
-            raise LulcError(f"an interrupted run left a checkpoint in {staging}: continue it with --resume, "
-                            "or start over with --overwrite")
-        shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(exist_ok=True)
-    return staging
+CURVES = "learning_curve.png"
 
 
 def _infer_tiles(cfg: TrainConfig, task: str, divisor: int) -> TileSpec:
@@ -54,6 +41,8 @@ def _infer_tiles(cfg: TrainConfig, task: str, divisor: int) -> TileSpec:
         return TileSpec(size=size, overlap=0, divisor=divisor)
     if cfg.infer_tile % divisor:
         raise LulcError(f"--infer-tile {cfg.infer_tile} must be a multiple of {divisor} for {cfg.arch}")
+    if cfg.infer_overlap >= cfg.infer_tile:
+        raise LulcError(f"--infer-overlap {cfg.infer_overlap} must be smaller than --infer-tile {cfg.infer_tile}")
     return TileSpec(size=cfg.infer_tile, overlap=cfg.infer_overlap, divisor=divisor)
 
 
@@ -66,22 +55,83 @@ def _deterministic(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def train(cfg: TrainConfig, config_record: dict | None = None) -> Bundle:
-    """Run training and write a complete, evaluated model bundle to ``cfg.output``."""
+def class_infos(classes: list[dict]) -> list[ClassInfo]:
+    """The manifest's classes (ids 0..K-1); their label values go to ``provenance.label_values``."""
+    return [ClassInfo(id=c["id"], name=c["name"], color=c["color"]) for c in classes]
+
+
+def run_record(cfg, classes: list[dict], state: dict, metrics: dict, t0: float) -> dict:
+    """Provenance shared by single-date and temporal bundles."""
     import keras
 
+    return {
+        "lulc_version": __version__, "created": now_iso(), "config": asdict(cfg),
+        # the label raster's own value of each class (model id i <- value label_values[i])
+        "label_values": [c["value"] for c in classes],
+        "history": state["history"], "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
+        "stopped_early": state["stopped_early"], "metrics": metrics, "train_seconds": round(time.time() - t0, 1),
+        "keras_version": keras.__version__, "keras_backend": keras.backend.backend(),
+    }
+
+
+def held_out_metrics(model, test: TileSet, names: list[str], task: str) -> dict:
+    """Held-out metrics with the number of spatial blocks behind them (warns when few)."""
+    from lulc.training.evaluate import evaluate_tiles
+
+    metrics = evaluate_tiles(model, test, names, task)
+    metrics.update(split="test", blocks=count_test_blocks(test))
+    return metrics
+
+
+def assemble(staging: Path, manifest: Manifest, model, test: TileSet, samples: int) -> Bundle:
+    """Model, parity samples, metrics, confusion matrix and learning curves into the staged bundle."""
+    from lulc.training.evaluate import write_evaluation
+    from lulc.training.figures import learning_curve_figure
+
+    model.save(staging / "model.keras")
+    np.savez_compressed(staging / SAMPLES, x=test.x[:samples], y=test.y[:samples])
+    bundle = Bundle(staging, manifest)
+    bundle.save()
+    bundle.add_artifact("keras", staging / "model.keras", "keras")
+    bundle.add_artifact("samples", staging / SAMPLES, "npz", details={"split": "test", "tiles": int(min(samples, len(test)))})
+    prov = manifest.provenance
+    write_evaluation(prov["metrics"]["test"], staging, bundle)
+    learning_curve_figure(prov["history"], staging / f".tmp.{CURVES}", prov.get("best_epoch"))
+    bundle.add_artifact("learning_curve", staging / f".tmp.{CURVES}", "png", dest=CURVES)
+    for scratch in (CHECKPOINTS, WORK):
+        shutil.rmtree(staging / scratch, ignore_errors=True)
+    return bundle
+
+
+def write_bundle(cfg, config_record: dict | None, build: Callable[[Path], None],
+                 resumable: Callable[[Path], bool] = lambda staging: False) -> Bundle:
+    """Check the settings and the output, let ``build`` fill the staging folder, publish it."""
+    check_numbers(cfg)
+    resume = getattr(cfg, "resume", False)
+    output = check_bundle_output(cfg.output, [*cfg.inputs, (config_record or {}).get("file")], cfg.overwrite, resume)
+    with staged(output, cfg.overwrite, resume, resumable) as staging:
+        build(staging)
+        publish(staging, output)
+    return Bundle.load(output)
+
+
+def train(cfg: TrainConfig, config_record: dict | None = None) -> Bundle:
+    """Run training and write a complete, evaluated model bundle to ``cfg.output``."""
+    from lulc.training.fit import has_checkpoint
+
+    return write_bundle(cfg, config_record, lambda staging: _train_into(cfg, config_record, staging),
+                        lambda staging: has_checkpoint(staging / CHECKPOINTS))
+
+
+def _train_into(cfg: TrainConfig, config_record: dict | None, staging: Path) -> None:
+    from lulc.training.batchnorm import calibration_sample
     from lulc.training.class_weights import resolve_class_weights
     from lulc.training.data import normalize
     from lulc.training.dataset import make_dataset
-    from lulc.training.evaluate import evaluate_tiles, write_evaluation
     from lulc.training.fit import fit
     from lulc.training.inputs import prepare_samples
     from lulc.training.models import build_model, task_of
 
-    if not cfg.output:
-        raise LulcError("no output bundle folder given (-o)")
-    output = Path(cfg.output)
-    staging = _stage(output, cfg.overwrite, cfg.resume)
     t0 = time.time()
     (staging / WORK).mkdir(exist_ok=True)
     samples = prepare_samples(cfg, staging / WORK)
@@ -101,43 +151,22 @@ def train(cfg: TrainConfig, config_record: dict | None = None) -> Bundle:
     if cfg.tile % divisor:
         raise LulcError(f"--tile {cfg.tile} must be a multiple of {divisor} for {cfg.arch} (depth {cfg.depth})")
     tile_spec = _infer_tiles(cfg, task, divisor)
-    weights = resolve_class_weights(cfg.class_weights, tiles.part("train"), names)
-    train_ds = make_dataset(tiles.part("train"), cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed,
+    train_tiles = tiles.part("train")
+    weights = resolve_class_weights(cfg.class_weights, train_tiles, names)
+    train_ds = make_dataset(train_tiles, cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed,
                             class_weights=weights, brightness=cfg.brightness, norm=norm)
     val_ds = make_dataset(tiles.part("val"), cfg.batch_size, class_weights=weights)
     model, state = fit(model, train_ds, val_ds, cfg.epochs, cfg.learning_rate, staging / CHECKPOINTS,
-                       staging / "logs", cfg.fingerprint(), cfg.patience, cfg.resume)
+                       staging / "logs", cfg.fingerprint(), cfg.patience, cfg.resume,
+                       calibration_sample(train_tiles.x, cfg.seed), cfg.batch_size)
 
     test = tiles.part("test")
-    metrics = evaluate_tiles(model, test, names, task)
-    metrics["split"] = "test"
-    model.save(staging / "model.keras")
-    np.savez_compressed(staging / SAMPLES, x=test.x[:16], y=test.y[:16])
-
-    manifest = Manifest(
-        task=task, architecture=cfg.arch, input=samples.spec, normalization=norm, tile=tile_spec,
-        classes=[ClassInfo(**c) for c in classes], ignore_index=IGNORE,
-        provenance={
-            "lulc_version": __version__, "created": now_iso(), "config": asdict(cfg),
-            "config_sources": config_record or {"file": None}, "data": samples.data,
-            "split": tiles.split_record, "history": state["history"],
-            "epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "stopped_early": state["stopped_early"],
-            "class_weights": None if weights is None else [round(float(w), 5) for w in weights],
-            "metrics": {"test": metrics}, "train_seconds": round(time.time() - t0, 1),
-            "keras_version": keras.__version__, "keras_backend": keras.backend.backend(),
-        },
-    )
-    bundle = Bundle(staging, manifest)
-    bundle.save()
-    bundle.add_artifact("keras", staging / "model.keras", "keras")
-    bundle.add_artifact("samples", staging / SAMPLES, "npz", details={"split": "test", "tiles": int(min(16, len(test)))})
-    write_evaluation(metrics, staging, bundle)
-    for scratch in (CHECKPOINTS, WORK):
-        shutil.rmtree(staging / scratch, ignore_errors=True)
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(staging, output)
-    return Bundle.load(output)
+    provenance = run_record(cfg, classes, state, {"test": held_out_metrics(model, test, names, task)}, t0)
+    provenance.update(config_sources=config_record or {"file": None}, data=samples.data, split=tiles.split_record,
+                      class_weights=None if weights is None else [round(float(w), 5) for w in weights])
+    manifest = Manifest(task=task, architecture=cfg.arch, input=samples.spec, normalization=norm, tile=tile_spec,
+                        classes=class_infos(classes), ignore_index=IGNORE, provenance=provenance)
+    assemble(staging, manifest, model, test, 16)
 
 
 __all__ = ["SPLITS", "TrainConfig", "train"]
