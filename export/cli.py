@@ -14,35 +14,47 @@ TARGETS = ("onnx", "trt", "tfjs")
               help="`all`: ONNX and TF.js, plus TensorRT where it is installed.")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (tf2onnx supports up to 18).")
 @click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (gated on argmax agreement).")
+@click.option("--int8", is_flag=True,
+              help="Also write model.int8.onnx: calibrated on the training split, gated on the test split "
+                   "(re-read from the training inputs recorded in the bundle).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True,
-              help="TensorRT engine precision (int8 is calibrated on the bundle's sample tiles).")
+              help="TensorRT engine precision (int8: built from the int8 ONNX's calibration, see --int8).")
 @click.option("--max-batch", type=click.IntRange(1), default=8, show_default=True,
               help="Largest batch the TensorRT engine accepts (match lulc-infer --batch-size).")
 @handle_errors
-def export(bundle, target, opset, fp16, precision, max_batch):
+def export(bundle, target, opset, fp16, int8, precision, max_batch):
     """Export the Keras model of BUNDLE, verified against Keras before it is written."""
     from lulc.runtime.bundle import Bundle
     from lulc.runtime.errors import BackendUnavailable
 
+    if int8 and target not in ("onnx", "all"):
+        raise click.UsageError("--int8 writes an ONNX model: use it with --target onnx or all")
     b = Bundle.load(bundle)
     for name in TARGETS if target == "all" else (target,):
         try:
-            results = _run_target(b, name, opset, fp16, precision, max_batch)
+            results = _run_target(b, name, opset, fp16, int8, precision, max_batch)
         except BackendUnavailable as exc:
             if target != "all" or name != "trt":
                 raise
             click.echo(f"warning: trt skipped: {exc}", err=True)
             continue
         for artifact, fig in results.items():
+            accuracy = (f", test overall accuracy {fig['overall_accuracy_int8']:.4f} (fp32 {fig['overall_accuracy_fp32']:.4f})"
+                        if "overall_accuracy_int8" in fig else "")
             click.echo(f"{artifact}: max abs diff {fig['max_abs_diff']:.2e}, argmax agreement "
-                       f"{fig['argmax_agreement']:.4%} -> {b.root / b.manifest.artifacts[artifact].path}")
+                       f"{fig['argmax_agreement']:.4%}{accuracy} -> {b.root / b.manifest.artifacts[artifact].path}")
 
 
-def _run_target(b, name: str, opset: int, fp16: bool, precision: str, max_batch: int) -> dict[str, dict]:
+def _run_target(b, name: str, opset: int, fp16: bool, int8: bool, precision: str, max_batch: int) -> dict[str, dict]:
     if name == "onnx":
         from lulc.export.onnx import export_onnx
 
-        return export_onnx(b, opset=opset, fp16=fp16)
+        results = export_onnx(b, opset=opset, fp16=fp16)
+        if int8:
+            from lulc.export.int8 import export_int8
+
+            results.update(export_int8(b))
+        return results
     if name == "tfjs":
         from lulc.export.tfjs import export_tfjs
 

@@ -1,0 +1,290 @@
+"""INT8 ONNX: static QDQ quantisation calibrated on the training split, gated on the test split.
+
+A quantised model is only worth shipping if the *map* stays the map: the gate measures, on
+the bundle's held-out test split, the share of valid pixels whose class is unchanged against
+the fp32 ONNX (>= 99.5 %) and the overall accuracy lost (<= 0.5 percentage points). The three
+splits are re-cut from the inputs recorded in the bundle exactly as training cut them (same
+seed, same blocks), so each plays one role and none leaks into another's:
+
+* **train** calibrates: activation ranges from onnxruntime's percentile calibration. Plain
+  min/max ranges are stretched by rare outliers (85.7 % agreement on val for the sample
+  U-Net, all convolutions int8); clipping at the 99.9th-99.99th percentile gave 99.0-99.1 %.
+  onnxruntime 1.32's entropy calibration gave the same figures as min/max, so it is not offered.
+* **val** chooses: the clipping percentile, then which convolutions stay in float. Each
+  convolution is quantised alone and ranked by the agreement it costs; the most sensitive
+  ones (on the sample: the first conv on the raw bands, the classifier and the last decoder
+  conv) are kept in float, one at a time, until val passes the gate.
+* **test** only judges, so the figures in the manifest are not tuned to it.
+
+Two encodings of one calibration: ``cpu`` (``model.int8.onnx``: uint8 asymmetric activations,
+int8 per-channel weights; the fast u8s8 kernels of onnxruntime on x86 and ARM) and
+``tensorrt`` (``model.int8.trt.onnx``: int8 *symmetric* activations with zero point 0 and float
+biases, the only Q/DQ TensorRT accepts; on an AVX2 CPU s8s8 ran slower than fp32, so the CPU
+keeps its own).
+The ``tensorrt`` encoding reuses the calibrated ranges stored by the ``cpu`` export.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from lulc.export.parity import staging
+from lulc.runtime.bundle import Bundle
+from lulc.runtime.errors import BundleError, LulcError, ParityError
+
+logger = logging.getLogger(__name__)
+
+#: gate: share of valid test pixels whose class the int8 model keeps
+AGREEMENT = 0.995
+#: gate: overall accuracy the int8 model may lose on the test split (absolute, 0.5 pp)
+MAX_ACCURACY_DROP = 0.005
+#: val must clear the agreement gate by this much: val and test differed by up to 0.15 pp on the sample
+SELECTION_MARGIN = 0.002
+#: calibration tiles drawn (seeded) from the training split; onnxruntime keeps every
+#: activation of every calibration batch in memory until it computes the ranges
+CALIBRATION_TILES = 128
+#: onnxruntime's histogram calibrators need equal batches: the tile count is a multiple of this
+CALIBRATION_BATCH = 8
+#: activation clipping percentiles tried, chosen on val (first wins ties)
+PERCENTILES = (99.99, 99.999, 99.9)
+QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
+#: beyond this share of float nodes int8 no longer pays for its Q/DQ and layout changes
+MAX_FLOAT_SHARE = 0.5
+CALIBRATION = "int8-calibration"
+
+
+@dataclass(frozen=True)
+class Encoding:
+    artifact: str
+    dest: str
+    activation: str  # onnxruntime QuantType name
+    symmetric: bool  # activations with zero point 0
+    quantize_bias: bool  # int32 biases behind a DequantizeLinear (onnxruntime fuses them; TensorRT cannot parse them)
+
+
+ENCODINGS = {
+    "cpu": Encoding("onnx-int8", "model.int8.onnx", "QUInt8", symmetric=False, quantize_bias=True),
+    "tensorrt": Encoding("onnx-int8-trt", "model.int8.trt.onnx", "QInt8", symmetric=True, quantize_bias=False),
+}
+
+
+@dataclass
+class Split:
+    """Normalised tiles of one split with their labels; ``ref`` holds the fp32 probabilities."""
+
+    x: np.ndarray
+    y: np.ndarray
+    valid: np.ndarray
+    ref: np.ndarray | None = None
+
+
+def recorded_splits(bundle: Bundle) -> dict[str, Split]:
+    """train/val/test re-cut from the inputs recorded in the bundle, normalised as at training."""
+    from lulc.training.config import TrainConfig
+    from lulc.training.data import SPLITS, normalize
+    from lulc.training.inputs import prepare_samples
+
+    m = bundle.manifest
+    recorded = (m.provenance or {}).get("config")
+    if m.task not in ("segmentation", "scene") or not recorded:
+        raise BundleError(f"int8 export needs a segmentation or scene bundle made by `lulc train`; "
+                          f"{bundle.root} is a {m.task} bundle{'' if recorded else ' without a training config'}")
+    cfg = TrainConfig(**{f.name: recorded[f.name] for f in fields(TrainConfig) if f.name in recorded})
+    try:
+        with tempfile.TemporaryDirectory(prefix="lulc-int8-") as work:
+            samples = prepare_samples(cfg, Path(work))
+    except LulcError as exc:
+        raise BundleError(f"int8 calibration re-reads the training data recorded in {bundle.root}: {exc}") from exc
+    if samples.spec.channels != m.input.channels:
+        raise BundleError(f"the recorded training data now has bands {samples.spec.channels}, the bundle "
+                          f"{m.input.channels}: it changed since training")
+    tiles = samples.tiles
+    splits = {}
+    for name in SPLITS:
+        part = tiles.part(name)
+        splits[name] = Split(normalize(part.x, part.valid, m.normalization), part.y, part.valid)
+    return splits
+
+
+def calibration_tiles(train: Split, seed: int = 0) -> np.ndarray:
+    """Up to CALIBRATION_TILES training tiles (seeded draw), a whole number of batches."""
+    n = min(CALIBRATION_TILES, len(train.x) // CALIBRATION_BATCH * CALIBRATION_BATCH)
+    if n == 0:
+        raise BundleError(f"the training split has {len(train.x)} tiles; int8 calibration needs {CALIBRATION_BATCH}")
+    return train.x[np.sort(np.random.default_rng(seed).permutation(len(train.x))[:n])]
+
+
+def probabilities(path: Path, x: np.ndarray, batch: int = 16) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def measure(split: Split, probs: np.ndarray, task: str, ignore: int) -> dict:
+    """Agreement with fp32 on valid pixels and the overall accuracy of both on labelled ones.
+
+    Scene bundles count one unit per patch (its centre pixel), as their metrics do.
+    """
+    ref, cand, y, valid = split.ref.argmax(-1), probs.argmax(-1), split.y, split.valid
+    if task == "scene":
+        c = y.shape[1] // 2
+        ref, cand, y, valid = ref[:, c, c], cand[:, c, c], y[:, c, c], valid.any(axis=(1, 2))
+    labelled = valid & (y != ignore)
+    oa_fp32 = float((ref[labelled] == y[labelled]).mean()) if labelled.any() else 0.0
+    oa_int8 = float((cand[labelled] == y[labelled]).mean()) if labelled.any() else 0.0
+    diff = np.abs(split.ref.astype(np.float64) - probs)
+    return {
+        "argmax_agreement": float((ref[valid] == cand[valid]).mean()) if valid.any() else 0.0,
+        "overall_accuracy_fp32": oa_fp32, "overall_accuracy_int8": oa_int8, "accuracy_drop": oa_fp32 - oa_int8,
+        "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+        "valid_units": int(valid.sum()), "labelled_units": int(labelled.sum()), "tiles": int(len(split.x)),
+    }
+
+
+def passes(figures: dict, margin: float = 0.0) -> bool:
+    return figures["argmax_agreement"] >= AGREEMENT + margin and figures["accuracy_drop"] <= MAX_ACCURACY_DROP
+
+
+class _Tiles(CalibrationDataReader):
+    """Calibration batches for onnxruntime, all of CALIBRATION_BATCH tiles."""
+
+    def __init__(self, name: str, tiles: np.ndarray):
+        self._batches = iter([{name: tiles[i : i + CALIBRATION_BATCH]} for i in range(0, len(tiles), CALIBRATION_BATCH)])
+
+    def get_next(self) -> dict | None:
+        return next(self._batches, None)
+
+
+class Quantizer:
+    """The fp32 graph, pre-processed once, quantised with stored ranges and any float nodes.
+
+    Calibration (running the training tiles) happens once per percentile and is cached as
+    a JSON of tensor ranges; every later quantisation with other float nodes reuses it.
+    """
+
+    def __init__(self, src: Path, work: Path, encoding: Encoding):
+        import onnx
+
+        self.work, self.encoding = work, encoding
+        self.pre = work / "pre.onnx"
+        with contextlib.redirect_stdout(io.StringIO()):
+            quant_pre_process(str(src), str(self.pre), skip_symbolic_shape=True)
+        graph = onnx.load(str(self.pre)).graph
+        self.input_name = graph.input[0].name
+        self.nodes = [n.name for n in graph.node if n.op_type in QUANTIZED_OPS]
+
+    def ranges(self, percentile: float) -> Path:
+        return self.work / f"ranges.p{percentile}.json"
+
+    def quantize(self, percentile: float, exclude: list[str] = (), only: list[str] | None = None,
+                 tiles: np.ndarray | None = None) -> Path:
+        """Write and return a QDQ model; ``tiles`` calibrate when no ranges are cached yet."""
+        dst = self.work / "candidate.onnx"
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress
+            quantize_static(
+                str(self.pre), str(dst), None if tiles is None else _Tiles(self.input_name, tiles),
+                quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
+                activation_type=QuantType[self.encoding.activation], calibrate_method=CalibrationMethod.Percentile,
+                op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=list(exclude), nodes_to_quantize=only,
+                calibration_cache_path=str(self.ranges(percentile)),
+                extra_options={"CalibPercentile": percentile, "ActivationSymmetric": self.encoding.symmetric,
+                               "QuantizeBias": self.encoding.quantize_bias})
+        return dst
+
+
+def select(q: Quantizer, percentiles: tuple[float, ...], calibration: np.ndarray, val: Split, task: str,
+           ignore: int) -> tuple[float, list[str], dict, dict]:
+    """(percentile, float nodes, val figures, val agreement per percentile tried), all chosen on val."""
+    def on_val(path: Path) -> dict:
+        return measure(val, probabilities(path, val.x), task, ignore)
+
+    tried = {str(p): on_val(q.quantize(p, tiles=calibration)) for p in percentiles}
+    best = max(percentiles, key=lambda p: tried[str(p)]["argmax_agreement"])
+    logger.info("int8 val agreement per clipping percentile: %s", {p: f["argmax_agreement"] for p, f in tried.items()})
+    figures, floats = tried[str(best)], []
+    if not passes(figures, SELECTION_MARGIN):
+        cost = {n: 1 - on_val(q.quantize(best, only=[n]))["argmax_agreement"] for n in q.nodes}
+        ranked = sorted(q.nodes, key=lambda n: -cost[n])[: int(MAX_FLOAT_SHARE * len(q.nodes))]
+        logger.info("int8 sensitivity on val (agreement lost per node): %s", {n: round(cost[n], 5) for n in ranked})
+        for node in ranked:
+            floats.append(node)
+            figures = on_val(q.quantize(best, exclude=floats))
+            if passes(figures, SELECTION_MARGIN):
+                break
+        # single-node costs overlap: give back to int8 any float node val no longer needs
+        for node in floats[-2::-1] if passes(figures, SELECTION_MARGIN) else ():
+            trial = on_val(q.quantize(best, exclude=[n for n in floats if n != node]))
+            if passes(trial, SELECTION_MARGIN):
+                floats.remove(node)
+                figures = trial
+    return best, floats, figures, {p: round(f["argmax_agreement"], 6) for p, f in tried.items()}
+
+
+def refusal(figures: dict, floats: int, total: int) -> str:
+    return (f"INT8 export refused: on the test split the int8 model keeps the fp32 class on "
+            f"{figures['argmax_agreement']:.3%} of {figures['valid_units']:,} valid pixels (gate >= {AGREEMENT:.1%}) "
+            f"and its overall accuracy is {figures['overall_accuracy_int8']:.4f} vs fp32 "
+            f"{figures['overall_accuracy_fp32']:.4f} ({-100 * figures['accuracy_drop']:+.2f} pp, gate >= "
+            f"{-100 * MAX_ACCURACY_DROP:.1f} pp), with {floats} of {total} quantisable nodes kept in float; nothing written")
+
+
+def export_int8(bundle: Bundle, encoding: str = "cpu") -> dict[str, dict]:
+    """Calibrate, choose and gate an int8 ONNX, then record it (and, for ``cpu``, its ranges)."""
+    enc = ENCODINGS[encoding]
+    src = bundle.artifact_path("onnx")
+    percentiles, stored = PERCENTILES, None
+    if encoding == "tensorrt":  # one calibration for both encodings: the cpu export's ranges
+        if not bundle.has(CALIBRATION):
+            raise BundleError(f"the TensorRT int8 model reuses the CPU int8 calibration: create it first with "
+                              f"`lulc export --target onnx --int8 {bundle.root}`")
+        stored = bundle.artifact_path(CALIBRATION)
+        percentiles = (bundle.manifest.artifacts[CALIBRATION].details["percentile"],)
+    m = bundle.manifest
+    seed = int(m.provenance.get("config", {}).get("seed", 0))
+    splits = recorded_splits(bundle)
+    val, test = splits["val"], splits["test"]
+    for split in (val, test):
+        split.ref = probabilities(src, split.x)
+    calibration = calibration_tiles(splits["train"], seed)
+    with tempfile.TemporaryDirectory(prefix="lulc-int8-") as tmp:
+        q = Quantizer(src, Path(tmp), enc)
+        if stored is not None:
+            shutil.copyfile(stored, q.ranges(percentiles[0]))
+        percentile, floats, val_figures, tried = select(q, percentiles, calibration, val, m.task, m.ignore_index)
+        candidate = q.quantize(percentile, exclude=floats)
+        figures = measure(test, probabilities(candidate, test.x), m.task, m.ignore_index)
+        if not passes(figures):
+            raise ParityError(refusal(figures, len(floats), len(q.nodes)))
+        figures.update(split="test", min_agreement=AGREEMENT, max_accuracy_drop=MAX_ACCURACY_DROP)
+        details = {
+            "precision": "int8", "encoding": encoding, "format": "QDQ", "source": "onnx",
+            "weights": "int8 symmetric per-channel",
+            "activations": f"{'int8 symmetric' if enc.symmetric else 'uint8 asymmetric'} per-tensor",
+            "calibration": {"method": "percentile", "percentile": percentile, "split": "train",
+                            "tiles": int(len(calibration)), "tile_px": int(calibration.shape[1]), "seed": seed,
+                            "val_agreement_per_percentile": tried, "reused": stored is not None},
+            "float_nodes": floats, "quantized_nodes": len(q.nodes) - len(floats),
+            "selection": {"split": "val", **{k: val_figures[k] for k in ("argmax_agreement", "accuracy_drop")}},
+            "onnxruntime": ort.__version__,
+        }
+        if stored is None:
+            with staging(bundle.root / ".int8.calibration.json.partial") as ranges:
+                shutil.copyfile(q.ranges(percentile), ranges)
+                bundle.add_artifact(CALIBRATION, ranges, "json", dest="int8.calibration.json",
+                                    details={"method": "percentile", "percentile": percentile, "split": "train",
+                                             "tiles": int(len(calibration))})
+        with staging(bundle.root / f".{enc.dest}.partial") as staged:
+            shutil.copyfile(candidate, staged)
+            bundle.add_artifact(enc.artifact, staged, "onnx", parity=figures, details=details, dest=enc.dest)
+    logger.info("%s parity: %s", enc.artifact, figures)
+    return {enc.artifact: figures}

@@ -1,0 +1,135 @@
+"""INT8 ONNX export: calibrated on the training split, gated on the test split, refused when bad.
+
+The shared one-epoch fixture bundle is near-uniform (top-2 probability margins ~0.006), so any
+perturbation flips its classes; int8 is tested on a bundle trained to convergence instead
+(8 epochs on a 192 x 256 px scene: 72/18/18 train/val/test tiles, ~25 s on 2 cores).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+from lulc.export import int8
+from lulc.runtime.backends.ort import OrtSession
+from lulc.runtime.bundle import Bundle
+from lulc.runtime.cli import main
+from lulc.runtime.errors import BundleError, ParityError
+
+from conftest import BANDS, synthetic_scene, write_raster
+
+
+@pytest.fixture(scope="module")
+def converged_bundle(scene, tmp_path_factory):
+    """A depth-2 U-Net trained to ~99 % test accuracy and exported to ONNX (read-only)."""
+    from lulc.export.onnx import export_onnx
+    from lulc.training.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("int8")
+    image, labels = synthetic_scene(192, 256, seed=1)
+    write_raster(root / "image.tif", image, descriptions=BANDS)
+    write_raster(root / "labels.tif", labels, nodata=255)
+    out = root / "unet"
+    train(TrainConfig(image=str(root / "image.tif"), labels=str(root / "labels.tif"), classes=str(scene["classes"]),
+                      output=str(out), epochs=8, learning_rate=0.01, tile=32, stride=16, split_block=64, depth=2,
+                      width=8, batch_size=8, infer_tile=64, infer_overlap=16))
+    export_onnx(Bundle.load(out))
+    return out
+
+
+@pytest.fixture
+def copy(converged_bundle, tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(converged_bundle, dst)
+    return dst
+
+
+def leftovers(root) -> list:
+    return [p.name for p in root.iterdir() if "int8" in p.name or p.name.endswith(".partial")]
+
+
+def test_cli_int8_passes_the_gate_records_calibration_and_agrees_with_fp32(copy):
+    result = CliRunner().invoke(main, ["export", "--target", "onnx", "--int8", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert "onnx-int8: max abs diff" in result.output and "test overall accuracy" in result.output
+    bundle = Bundle.load(copy)
+    art = bundle.manifest.artifacts["onnx-int8"]
+    assert art.path == "model.int8.onnx" and art.details["precision"] == "int8"
+    calibration = art.details["calibration"]
+    assert calibration["split"] == "train" and calibration["method"] == "percentile"
+    assert calibration["tiles"] == 72 and calibration["percentile"] in int8.PERCENTILES  # all 72 training tiles
+    assert art.parity["split"] == "test" and art.parity["min_agreement"] == int8.AGREEMENT
+    assert art.parity["argmax_agreement"] >= int8.AGREEMENT and art.parity["accuracy_drop"] <= int8.MAX_ACCURACY_DROP
+    assert art.parity["tiles"] == 18 and art.parity["valid_units"] == 18 * 32 * 32
+    ranges = json.loads(bundle.artifact_path(int8.CALIBRATION).read_text())
+    assert ranges  # the calibrated activation ranges the TensorRT encoding reuses
+    # QDQ: uint8 activations, int8 per-channel weights (one scale per output channel)
+    model = onnx.load(str(copy / "model.int8.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert any(a.dtype == np.int8 for a in inits.values()) and any(a.dtype == np.uint8 for a in inits.values())
+    assert any(a.dtype == np.float32 and a.ndim == 1 and a.size > 1 and "scale" in n for n, a in inits.items())
+    # the runtime opens it like any ONNX artefact; its map agrees with fp32 above the gate
+    samples = bundle.load_samples()
+    fast = OrtSession(bundle, artifact="onnx-int8", providers=["CPUExecutionProvider"]).run(samples)
+    ref = OrtSession(bundle, providers=["CPUExecutionProvider"]).run(samples)
+    assert fast.shape == ref.shape and (fast.argmax(-1) == ref.argmax(-1)).mean() >= int8.AGREEMENT
+
+
+def zeros(train, seed=0):
+    """A broken calibration: activation ranges measured on all-zero tiles."""
+    return np.zeros_like(train.x[:16])
+
+
+def test_a_quantisation_calibrated_on_zeros_is_refused_and_writes_nothing(copy, monkeypatch):
+    monkeypatch.setattr(int8, "calibration_tiles", zeros)
+    monkeypatch.setattr(int8, "MAX_FLOAT_SHARE", 0.0)  # no node may be rescued by keeping it in float
+    before = (copy / "bundle.json").read_text()
+    with pytest.raises(ParityError) as err:
+        int8.export_int8(Bundle.load(copy))
+    message = str(err.value)
+    assert message.startswith("INT8 export refused: on the test split") and "\n" not in message
+    assert "valid pixels (gate >= 99.5%)" in message and "0 of 13 quantisable nodes kept in float" in message
+    assert (copy / "bundle.json").read_text() == before and leftovers(copy) == []
+
+
+def test_the_search_keeps_the_damaged_nodes_in_float(copy, monkeypatch, tmp_path):
+    # Zero tiles give the first two convolutions (raw bands in, then their output) empty
+    # ranges; deeper ones still see the BN biases. The val search finds exactly those two.
+    monkeypatch.setattr(int8, "calibration_tiles", zeros)
+    figures = int8.export_int8(Bundle.load(copy))["onnx-int8"]
+    details = Bundle.load(copy).manifest.artifacts["onnx-int8"].details
+    graph = int8.Quantizer(copy / "model.onnx", tmp_path, int8.ENCODINGS["cpu"])
+    assert sorted(details["float_nodes"]) == sorted(graph.nodes[:2]) and details["quantized_nodes"] == 11
+    assert details["selection"]["argmax_agreement"] >= int8.AGREEMENT + int8.SELECTION_MARGIN
+    assert figures["argmax_agreement"] >= int8.AGREEMENT
+
+
+def test_tensorrt_encoding_reuses_the_calibration_with_symmetric_int8_activations(copy):
+    with pytest.raises(BundleError, match=r"create it first with `lulc export --target onnx --int8 "):
+        int8.export_int8(Bundle.load(copy), encoding="tensorrt")
+    int8.export_int8(Bundle.load(copy))
+    int8.export_int8(Bundle.load(copy), encoding="tensorrt")
+    art = Bundle.load(copy).manifest.artifacts["onnx-int8-trt"]
+    assert art.details["calibration"]["reused"] is True and art.parity["argmax_agreement"] >= int8.AGREEMENT
+    model = onnx.load(str(copy / art.path))
+    zero_points = {n.input[2] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert zero_points and all(inits[z].dtype == np.int8 and not inits[z].any() for z in zero_points)
+    quantized = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert quantized and all(a.dtype == np.int8 for a in quantized)  # int8 weights; biases stay float for TensorRT
+
+
+def test_missing_training_data_is_one_line(copy):
+    bundle = Bundle.load(copy)
+    bundle.manifest.provenance["config"]["image"] = [str(copy / "gone.tif")]
+    bundle.save()
+    with pytest.raises(BundleError) as err:
+        int8.export_int8(Bundle.load(copy))
+    assert "re-reads the training data recorded in" in str(err.value) and "\n" not in str(err.value)
