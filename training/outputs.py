@@ -47,7 +47,7 @@ def _check_inputs(given: str, real: Path, inputs: Iterable[str | os.PathLike | N
         if _inside(source_real, real):
             raise OutputError(f"-o {given} contains the input {source}; write the bundle to a new folder")
         if _inside(real, source_real):
-            raise OutputError(f"-o {given} lies inside the input folder {source}; write the bundle elsewhere")
+            raise OutputError(f"-o {given} lies inside the input {source}; write the bundle elsewhere")
 
 
 def check_bundle_output(output: str | os.PathLike | None, inputs: Iterable[str | os.PathLike | None],
