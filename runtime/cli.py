@@ -119,13 +119,16 @@ def main(verbose: int, quiet: int) -> None:
 @click.option("--quicklook", type=click.Path(), default=None, help="Also write a PNG preview of the class map.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files (never an input, a folder or the bundle).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last finished block row.")
+@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
+              help="Classify on a Dask cluster: local, local:N (N worker processes) or a scheduler address "
+                   "(tcp://host:8786); needs `pip install 'lulc[dask]'`.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON run summary on stdout.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
 @click.option("-q", "--quiet", count=True, help="Less log output (repeatable).")
 @handle_errors
 def infer(bundle, inputs, output, backend, device, precision, tile, overlap, batch_size, block_px, band_names, probabilities,
-          confidence, quicklook, overwrite, resume, as_json, progress, verbose, quiet):
+          confidence, quicklook, overwrite, resume, dask_address, as_json, progress, verbose, quiet):
     """Classify INPUTS with the model BUNDLE and write a georeferenced class map.
 
     INPUTS is one raster, or several co-registered rasters whose bands are stacked in the
@@ -137,7 +140,7 @@ def infer(bundle, inputs, output, backend, device, precision, tile, overlap, bat
         configure_logging(verbose - quiet)
     opts = InferOptions(backend=backend, device=device, precision=precision, tile=tile, overlap=overlap, batch_size=batch_size,
                         block_px=block_px, band_names=band_names, probabilities=probabilities, confidence=confidence,
-                        quicklook=quicklook, overwrite=overwrite, resume=resume, progress=progress)
+                        quicklook=quicklook, overwrite=overwrite, resume=resume, progress=progress, dask=dask_address)
     summary = run_inference(bundle, inputs, output, opts)
     if as_json:
         click.echo(summary_json(summary))

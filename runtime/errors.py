@@ -23,3 +23,7 @@ class BackendUnavailable(LulcError):
 
 class ParityError(LulcError):
     """An exported artefact disagrees with the Keras model beyond tolerance."""
+
+
+class Interrupted(LulcError):
+    """Ctrl-C or SIGTERM stopped a run; the message says what, if anything, can be resumed."""

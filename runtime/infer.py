@@ -26,7 +26,7 @@ from lulc.runtime import kernels
 from lulc.runtime.backends import prepare
 from lulc.runtime.bandstack import write_band_stack
 from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import InputRasterError, LulcError
+from lulc.runtime.errors import InputRasterError, Interrupted
 from lulc.runtime.outputs import check_outputs, locked_all, temp_path
 from lulc.runtime.pipeline import BlockRunner, block_window, stream_blocks
 from lulc.runtime.qgis import sidecar_paths, write_sidecars
@@ -34,7 +34,7 @@ from lulc.runtime.quicklook import write_quicklook
 from lulc.runtime.rasters import input_nodata, open_input
 from lulc.runtime.resume import ResumeState
 from lulc.runtime.tiling import TileGrid, make_grid
-from lulc.runtime.writer import PartialMap
+from lulc.runtime.writer import PartialMap, map_tags
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +57,7 @@ class InferOptions:
     device: str = "auto"  # cpu | cuda | auto, passed to the backend
     precision: str = "auto"  # auto | fp32 | fp16 | int8: which of the bundle's gated artefacts runs
     band_names: str = "strict"  # strict | auto | ignore: how input band names must match the model's
-
-
-class Interrupted(LulcError):
-    """Ctrl-C or SIGTERM stopped the run; the message says whether it can be resumed."""
+    dask: str | None = None  # local, local:N or a scheduler address: classify on a Dask cluster
 
 
 @dataclass
@@ -120,7 +117,7 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike |
     return summary
 
 
-def _tile_geometry(m, opts: InferOptions, height: int, width: int) -> tuple[int, int]:
+def tile_geometry(m, opts: InferOptions, height: int, width: int) -> tuple[int, int]:
     """(tile, overlap) for this raster: the bundle's unless overridden, and never larger than
     the raster needs (one tile then covers it, so no overlap), which bounds the buffers."""
     size = opts.tile or m.tile.size
@@ -140,52 +137,72 @@ def _tile_geometry(m, opts: InferOptions, height: int, width: int) -> tuple[int,
 
 
 def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, opts: InferOptions) -> RunSummary:
-    """Classify ``source``: the one input raster, or the VRT stacking ``inputs``."""
+    """Classify ``source`` (the one input raster, or the VRT stacking ``inputs``) here or, with
+    ``opts.dask``, on a Dask cluster; either way the COG is written here."""
     m = bundle.manifest
     t0 = time.perf_counter()
-    threading.Thread(target=kernels.warm_up, name="lulc-warm-up", daemon=True).start()
     # A small fixed GDAL block cache: its default (5 % of RAM) would grow with the raster size.
     # Uncompressed GeoTIFFs are read straight into our buffer, bypassing that cache (half the
     # CPU time of a cached read; compressed files ignore the option).
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GTIFF_DIRECT_IO=True), \
             open_input(source, m.input, band_names=opts.band_names, normalization=m.normalization) as src:
-        size, overlap = _tile_geometry(m, opts, src.height, src.width)
-        session = prepare(bundle, opts.backend, opts.device, opts.precision)
-        grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
-        try:
-            runner = BlockRunner(bundle, session, grid, opts, input_nodata(src, m.input), src.count)
-        except MemoryError:
-            raise InputRasterError(f"--tile {size} needs more memory than this machine has; use a smaller --tile") from None
-        resume = ResumeState(final, {"model": bundle.fingerprint(), "input": "+".join(str(Path(p).resolve()) for p in inputs),
-                                     "tile": size, "overlap": overlap, "block_px": opts.block_px,
-                                     "probabilities": opts.probabilities, "confidence": opts.confidence})
-        partial = PartialMap(final, src, m.classes, opts.probabilities, opts.confidence,
-                             {"LULC_BUNDLE": m.architecture, "LULC_TASK": m.task, "LULC_BACKEND": session.name})
-        rows_done = _restore(runner, grid, resume, partial) if opts.resume else 0
-        if not rows_done:
-            resume.clear()
-            partial.create()
-        blocks = [b for b in grid.blocks() if b.row >= rows_done]
-        try:
-            with ThreadPoolExecutor(1, thread_name_prefix="lulc-read") as reader, \
-                    ThreadPoolExecutor(1, thread_name_prefix="lulc-write") as writer, \
-                    tqdm(total=len(blocks), desc="Classifying blocks", unit="block", disable=not opts.progress) as bar:
-                stream_blocks(runner, src, partial, blocks, reader, writer, resume, bar, t0)
-            if not rows_done and not runner.tiles_run:
-                resume.clear()
-                raise InputRasterError(f"{Path(str(source)).name if len(inputs) == 1 else 'the input stack'} has no valid "
-                                       "pixel (all nodata or NaN): nothing to classify")
-            partial.finish()
-        except BaseException as exc:
-            _stop(partial, resume, grid, exc)
-        resume.clear()
+        geometry = tile_geometry(m, opts, src.height, src.width)
+        key = {"model": bundle.fingerprint(), "input": "+".join(str(Path(p).resolve()) for p in inputs),
+               "tile": geometry[0], "overlap": geometry[1], "block_px": opts.block_px,
+               "probabilities": opts.probabilities, "confidence": opts.confidence}
+        if opts.dask:
+            from lulc.runtime.distributed import run_parts
+
+            figures = run_parts(bundle, source, final, opts, key, src, geometry)
+        else:
+            figures = _run_here(bundle, src, final, opts, geometry, key)
+        if not figures["tiles_run"] and not figures["resumed"]:
+            raise InputRasterError(f"{Path(str(source)).name if len(inputs) == 1 else 'the input stack'} has no valid "
+                                   "pixel (all nodata or NaN): nothing to classify")
         seconds = time.perf_counter() - t0
         pixels = src.width * src.height
     summary = RunSummary(", ".join(map(str, inputs)), str(final), pixels, round(seconds, 3), round(pixels / 1e6 / seconds, 3),
-                         session.name, session.device, session.precision, runner.tiles_run, runner.tiles_skipped, peak_rss_mb())
+                         figures["backend"], figures["device"], figures["precision"], figures["tiles_run"],
+                         figures["tiles_skipped"], peak_rss_mb())
     logger.info("classified %s px in %.1f s (%.2f MPix/s) with %s at %s", pixels, seconds, summary.mpix_per_s,
-                session.device, session.precision)
+                summary.device, summary.precision)
     return summary
+
+
+def _run_here(bundle: Bundle, src, final: Path, opts: InferOptions, geometry: tuple[int, int], key: dict) -> dict:
+    """The single-process run: stream every block through this process, resumably."""
+    m = bundle.manifest
+    t0 = time.perf_counter()
+    threading.Thread(target=kernels.warm_up, name="lulc-warm-up", daemon=True).start()
+    size, overlap = geometry
+    session = prepare(bundle, opts.backend, opts.device, opts.precision)
+    grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
+    try:
+        runner = BlockRunner(bundle, session, grid, opts, input_nodata(src, m.input), src.count)
+    except MemoryError:
+        raise InputRasterError(f"--tile {size} needs more memory than this machine has; use a smaller --tile") from None
+    resume = ResumeState(final, key)
+    partial = PartialMap(final, src, m.classes, opts.probabilities, opts.confidence, map_tags(bundle, session.name))
+    rows_done = _restore(runner, grid, resume, partial) if opts.resume else 0
+    if not rows_done:
+        resume.clear()
+        partial.create()
+    blocks = [b for b in grid.blocks() if b.row >= rows_done]
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="lulc-read") as reader, \
+                ThreadPoolExecutor(1, thread_name_prefix="lulc-write") as writer, \
+                tqdm(total=len(blocks), desc="Classifying blocks", unit="block", disable=not opts.progress) as bar:
+            stream_blocks(runner, src, partial, blocks, reader, writer, resume, bar, t0)
+        if rows_done or runner.tiles_run:
+            partial.finish()
+        else:  # all nodata: the caller says so, and nothing is kept
+            resume.clear()
+            partial.discard()
+    except BaseException as exc:
+        _stop(partial, resume, grid, exc)
+    resume.clear()
+    return {"backend": session.name, "device": session.device, "precision": session.precision,
+            "tiles_run": runner.tiles_run, "tiles_skipped": runner.tiles_skipped, "resumed": bool(rows_done)}
 
 
 def _restore(runner: BlockRunner, grid: TileGrid, resume: ResumeState, partial: PartialMap) -> int:

@@ -111,6 +111,9 @@ class BlockRunner:
         self.left = mem.zeros((self.k + 1, span, ov), np.float32)
         self.tiles_run = 0
         self.tiles_skipped = 0
+        #: raster row where this run's output starts; blocks above it are a halo whose tiles
+        #: run only where they spill into it (a band of rows of a distributed run)
+        self.first_row = 0
 
     def prepare(self, src, block: Block, slot: _Slot) -> _Slot:
         """Read the block, and on the host pack its tiles too (reader thread, beside the model)."""
@@ -138,8 +141,11 @@ class BlockRunner:
         if self.on_device:  # device kernels are queued from this one thread, in order
             self.pack(block, slot)
         n = len(block.tile_ys)
-        live = np.flatnonzero(self.kx.to_host(slot.counts[:n]) > 0)  # all-nodata tiles never reach the model
-        self.tiles_skipped += n - len(live)
+        live = self.kx.to_host(slot.counts[:n]) > 0  # all-nodata tiles never reach the model
+        self.tiles_skipped += n - int(live.sum())
+        if block.y0 < self.first_row:  # a halo block: only tiles reaching the rows this run owns
+            live &= block.y0 + block.tile_ys + self.grid.size > self.first_row
+        live = np.flatnonzero(live)
         runs = list(batch_runs(live, self.batch))
         return runs, run_all(self.session, [slot.packed[a:b] for a, b in runs])
 

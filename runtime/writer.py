@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioError
 from rasterio.shutil import copy as rio_copy
@@ -101,6 +102,14 @@ class PartialMap:
         crc, self.row_crc = self.row_crc, 0
         return crc
 
+    def copy_part(self, part: Path, top: int, strip_rows: int = 512) -> None:
+        """Copy a finished :class:`PartMap` (raster rows from ``top``) in, strip by strip."""
+        with rasterio.open(part) as src:
+            for y in range(0, src.height, strip_rows):
+                h = min(strip_rows, src.height - y)
+                data = src.read(window=Window(0, y, src.width, h))
+                _output_call(self.final, lambda: self.dst.write(data, window=Window(0, top + y, src.width, h)))
+
     def close(self) -> None:
         if self.dst is not None and not self.dst.closed:
             self.dst.close()
@@ -114,6 +123,40 @@ class PartialMap:
     def discard(self) -> None:
         self.close()
         self.path.unlink(missing_ok=True)
+
+
+def map_tags(bundle, backend: str) -> dict[str, str]:
+    """Dataset tags of every class map: what made it (a distributed run writes the same)."""
+    m = bundle.manifest
+    return {"LULC_BUNDLE": m.architecture, "LULC_TASK": m.task, "LULC_BACKEND": backend, "LULC_MODEL": bundle.fingerprint()}
+
+
+class PartMap(PartialMap):
+    """Raster rows [top, bottom) of a class map, as its own GeoTIFF: one distributed task's part.
+
+    Blocks above ``top`` (the halo a part computes for seam-free blending) are not stored;
+    the part is renamed to its final name only when complete, so an existing part is a
+    finished one and a rerun can skip it.
+    """
+
+    def __init__(self, part: Path, profile_src: rasterio.io.DatasetReader, classes: list[ClassInfo],
+                 probabilities: bool, confidence: bool, tags: dict[str, str], top: int, bottom: int):
+        super().__init__(part, profile_src, classes, probabilities, confidence, tags)
+        self.path = temp_path(part, f"{os.getpid()}.partial.tif")  # one per attempt: a retried task never collides
+        self.top = top
+        self.profile.update(height=bottom - top, transform=profile_src.transform * Affine.translation(0, top),
+                            compress="DEFLATE", ZLEVEL=1)
+
+    def write_block(self, window: Window, bands: list[np.ndarray]) -> None:
+        if window.row_off >= self.top:
+            super().write_block(Window(window.col_off, window.row_off - self.top, window.width, window.height), bands)
+
+    def sync(self) -> int:
+        return 0  # a part is all or nothing: nothing to make durable before it is complete
+
+    def finish(self) -> None:
+        _output_call(self.final, self.close)
+        replace_atomically(self.path, self.final)
 
 
 def _output_call(final: Path, call: Callable[[], T]) -> T:

@@ -9,7 +9,8 @@ import rasterio
 from conftest import BANDS, listing, synthetic_scene, write_raster
 from lulc.runtime import infer
 from lulc.runtime.errors import InputRasterError
-from lulc.runtime.infer import InferOptions, Interrupted, run_inference
+from lulc.runtime.errors import Interrupted
+from lulc.runtime.infer import InferOptions, run_inference
 from lulc.runtime.kernels import NODATA_CLASS
 from test_tiling import PixelSession
 

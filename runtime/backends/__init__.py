@@ -45,7 +45,8 @@ def run_all(session: Session, batches: Iterable) -> Iterator:
     return many(batches) if many else map(session.run, batches)
 
 
-def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precision: str = "auto") -> Session:
+def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precision: str = "auto",
+            cores: int | None = None) -> Session:
     """Open the bundle's model on ``backend`` and ``device`` (cpu, cuda or auto) at ``precision``.
 
     ``auto`` prefers a TensorRT engine built for this GPU, then ONNX on CUDA, then Keras on a
@@ -53,7 +54,8 @@ def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
     ``device='cuda'`` makes a backend that cannot reach a GPU an error, never a CPU run.
     Which artefact runs at which precision is :func:`~lulc.runtime.backends.precision.choose_artifact`'s
     choice (int8 on CPU, the engine or fp16 on GPU, where the bundle has them); the session's
-    ``precision`` says what ran.
+    ``precision`` says what ran. ``cores``: the CPU threads the model may use (default: all
+    this process may run on; a Dask worker gives its own share).
     """
     from lulc.runtime.backends.precision import PRECISIONS, choose_artifact
 
@@ -85,7 +87,7 @@ def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
 
             session = open_bundle_engine(bundle, device)
         else:
-            session = ort.OrtSession(bundle, artifact=artifact, device=device)
+            session = ort.OrtSession(bundle, artifact=artifact, device=device, cores=cores)
     logger.info("backend %s runs on %s at %s (device %s requested)", session.name, session.device, session.precision, device)
     return session
 

@@ -83,7 +83,7 @@ class OrtSession:
     name = "onnx"
 
     def __init__(self, bundle: Bundle, artifact: str = "onnx", providers: list[str] | None = None,
-                 device: str = "auto"):
+                 device: str = "auto", cores: int | None = None):
         path = bundle.artifact_path(artifact)
         self.precision = {name: p for p, name in ONNX_ARTIFACTS.items()}.get(artifact, "fp32")
         opts = ort.SessionOptions()
@@ -91,7 +91,7 @@ class OrtSession:
         # Idle onnxruntime threads spin by default; that steals the cores our reader and
         # writer threads need between model calls (measured slower on 2 busy cores).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        callers, opts.intra_op_num_threads = cpu_split(usable_cores())
+        callers, opts.intra_op_num_threads = cpu_split(cores or usable_cores())
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts,
                                                 providers=providers or providers_for(device))

@@ -1,0 +1,253 @@
+"""``lulc-infer --dask ADDRESS``: one raster classified by a Dask cluster, same map as one process.
+
+The raster is cut into bands of whole block rows of the global tile grid. Each task reads
+its rows plus a halo (the tiles of the block row above that spill into them), runs the
+same block pipeline as a single-process run (:mod:`lulc.runtime.pipeline`: same kernels,
+same blending order), and writes its rows as a GeoTIFF *part* in a hidden folder beside the
+output, renamed into place only when complete. Workers need not share memory, only a path
+to the input and to that folder (a shared file system, or a GDAL URL for the input).
+
+Why parts and not a distributed COG writer: the COG is written after the model, from the
+parts copied strip by strip into the same partial map a single-process run fills, so the
+class band, colour table, names, probability bands and mode overviews come from one code
+path; a finished part survives a lost worker or a Ctrl-C, so a rerun redoes only the rest.
+
+Each worker process loads the bundle and opens its model once (a cache keyed by the
+bundle's checksum); sessions and datasets are never pickled. A worker runs one lulc task
+at a time with as many model threads as it has Dask threads, so workers that share a box
+do not oversubscribe it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import rasterio
+from tqdm.auto import tqdm
+
+from lulc.runtime.backends import prepare
+from lulc.runtime.bundle import Bundle
+from lulc.runtime.errors import BackendUnavailable, InputRasterError, Interrupted
+from lulc.runtime.outputs import temp_path
+from lulc.runtime.pipeline import BlockRunner, stream_blocks
+from lulc.runtime.rasters import input_nodata, open_input
+from lulc.runtime.tiling import TileGrid, make_grid
+from lulc.runtime.writer import PartialMap, PartMap, map_tags
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from lulc.runtime.infer import InferOptions
+
+logger = logging.getLogger(__name__)
+
+#: parts per worker: enough to balance uneven rows and to lose little to a dead worker, few
+#: enough that the halo each part recomputes (one tile row) stays a small share
+PARTS_PER_WORKER = 2
+_ONE_AT_A_TIME = threading.Lock()
+_SESSIONS: dict[tuple, tuple[Bundle, Any]] = {}
+
+
+def local_workers(address: str) -> int | None:
+    """Workers of a ``local`` / ``local:N`` address (None for a scheduler address)."""
+    if address == "local":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if address.startswith("local:"):
+        try:
+            n = int(address.split(":", 1)[1])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise BackendUnavailable(f"--dask {address}: the number of local workers must be a positive integer")
+        return n
+    return None
+
+
+@contextmanager
+def dask_client(address: str) -> Iterator[Client]:
+    """A client on a LocalCluster that lulc starts and closes, or on the user's scheduler."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise BackendUnavailable("--dask needs Dask distributed: pip install 'lulc[dask]'") from None
+    workers = local_workers(address)
+    cluster = None
+    try:
+        if workers is not None:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=max(1, cores // workers), processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR)
+            client = Client(cluster)
+        else:
+            client = Client(address, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise BackendUnavailable(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def part_rows(grid: TileGrid, workers: int) -> list[tuple[int, int]]:
+    """Block-row ranges [r0, r1) of the parts: about ``PARTS_PER_WORKER`` per worker."""
+    rows = grid.shape[0]
+    step = max(1, math.ceil(rows / (workers * PARTS_PER_WORKER)))
+    return [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+
+
+def _worker_session(bundle_dir: str, opts: InferOptions) -> tuple[Bundle, Any]:
+    """The bundle and its model session, opened once per worker process and bundle checksum."""
+    bundle = Bundle.load(bundle_dir)
+    key = (bundle_dir, bundle.fingerprint(), opts.backend, opts.device, opts.precision)
+    if key not in _SESSIONS:
+        from distributed import get_worker
+
+        threads = get_worker().state.nthreads
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        _SESSIONS[key] = (bundle, prepare(bundle, opts.backend, opts.device, opts.precision, cores=threads))
+    return _SESSIONS[key]
+
+
+def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int], opts: InferOptions) -> dict:
+    """Worker task: block rows [r0, r1) of ``source`` into the GeoTIFF ``part`` (skipped when it exists)."""
+    part_path = Path(part)
+    if part_path.exists():
+        return {"tiles_run": 0, "tiles_skipped": 0, "reused": True, "session": None}
+    with _ONE_AT_A_TIME:
+        bundle, session = _worker_session(bundle_dir, opts)
+        m = bundle.manifest
+        from lulc.runtime.infer import GDAL_CACHE_MB, tile_geometry
+
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GTIFF_DIRECT_IO=True), \
+                open_input(source, m.input, band_names=opts.band_names, normalization=m.normalization) as src:
+            grid, runner = _runner(bundle, session, src, opts, tile_geometry(m, opts, src.height, src.width))
+            r0, r1 = rows
+            first = grid.block(r0, 0)
+            last = grid.block(r1 - 1, 0)
+            runner.first_row = first.y0
+            sink = PartMap(part_path, src, m.classes, opts.probabilities, opts.confidence, map_tags(bundle, session.name),
+                           first.y0, last.y0 + last.owned_h)
+            sink.create()
+            halo = r0 - (1 if r0 > 0 and grid.overlap else 0)
+            blocks = [b for b in grid.blocks() if halo <= b.row < r1]
+            try:
+                with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer, tqdm(disable=True) as bar:
+                    stream_blocks(runner, src, sink, blocks, reader, writer, None, bar, time.perf_counter())
+                sink.finish()
+            except BaseException:
+                sink.discard()
+                raise
+    return {"tiles_run": runner.tiles_run, "tiles_skipped": runner.tiles_skipped, "reused": False,
+            "session": (session.name, session.device, session.precision)}
+
+
+def _runner(bundle: Bundle, session, src, opts: InferOptions, geometry: tuple[int, int]) -> tuple[TileGrid, BlockRunner]:
+    size, overlap = geometry
+    grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
+    if overlap > grid.block_span:
+        raise InputRasterError(f"--block-px {opts.block_px} is smaller than the tile overlap {overlap}; "
+                               "use a larger --block-px with --dask")
+    return grid, BlockRunner(bundle, session, grid, opts, input_nodata(src, bundle.manifest.input), src.count)
+
+
+def run_parts(bundle: Bundle, source: str | os.PathLike, final: Path, opts: InferOptions, key: dict,
+              src: rasterio.io.DatasetReader, geometry: tuple[int, int]) -> dict:
+    """Classify ``source`` on the cluster at ``opts.dask`` and assemble the parts into the
+    partial map of ``final``; returns the run's figures (tiles, backend, workers)."""
+    parts = temp_path(final, "parts")
+    size, overlap = geometry
+    grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
+    with dask_client(opts.dask) as client:
+        _reuse_or_reset(parts, key)
+        workers = max(1, len(client.scheduler_info()["workers"]))
+        plan = part_rows(grid, workers)
+        paths = [parts / f"rows-{r0:06d}-{r1:06d}.tif" for r0, r1 in plan]
+        worker_opts = replace(opts, progress=False, quicklook=None, dask=None)
+        futures = [client.submit(classify_part, str(bundle.root.resolve()), str(Path(source).resolve()), str(p), rows,
+                                 worker_opts, key=f"lulc-part-{i}-{final.name}-{os.getpid()}", retries=3, pure=False)
+                   for i, (rows, p) in enumerate(zip(plan, paths))]
+        try:
+            figures = _gather(client, futures, opts.progress)
+        except BaseException as exc:
+            kept = len([p for p in paths if p.exists()])
+            if not kept:
+                shutil.rmtree(parts, ignore_errors=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise Interrupted(f"interrupted; {kept} of {len(paths)} finished parts are kept in {parts}: "
+                                  "rerun the same command to reuse them") from None
+            raise
+    figures.update(workers=workers, parts=len(plan))
+    if figures["tiles_run"] or figures["resumed"]:  # else all nodata: the caller says so
+        assemble(final, src, bundle, opts, paths, plan, grid, figures["backend"])
+    shutil.rmtree(parts, ignore_errors=True)
+    return figures
+
+
+def _reuse_or_reset(parts: Path, key: dict) -> None:
+    """Keep the finished parts of an interrupted run of the same job; start afresh otherwise."""
+    record = parts / "job.json"
+    try:
+        same = json.loads(record.read_text()) == key
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        shutil.rmtree(parts, ignore_errors=True)
+        parts.mkdir()
+        record.write_text(json.dumps(key))
+    else:
+        logger.info("reusing the finished parts in %s", parts)
+
+
+def _gather(client: Client, futures: list, progress: bool) -> dict:
+    """Wait for the parts with one progress bar; Ctrl-C or a failed part cancels the rest."""
+    from distributed import as_completed
+
+    figures = {"tiles_run": 0, "tiles_skipped": 0, "reused": 0, "sessions": set()}
+    try:
+        with tqdm(total=len(futures), desc="Classifying parts", unit="part", disable=not progress) as bar:
+            for future in as_completed(futures):
+                done = future.result()
+                figures["tiles_run"] += done["tiles_run"]
+                figures["tiles_skipped"] += done["tiles_skipped"]
+                figures["reused"] += int(done["reused"])
+                figures["sessions"].add(done["session"])
+                bar.update(1)
+    except BaseException:
+        client.cancel(futures)
+        raise
+    ran = sorted(s for s in figures.pop("sessions") if s) or [("-", "-", "-")]
+    figures.update(backend=ran[0][0], device=f"dask: {', '.join(sorted({s[1] for s in ran}))}", precision=ran[0][2],
+                   resumed=figures["reused"] > 0)
+    return figures
+
+
+def assemble(final: Path, src, bundle: Bundle, opts: InferOptions, paths: list[Path], plan: list[tuple[int, int]],
+             grid: TileGrid, backend: dict) -> None:
+    """Copy the parts, strip by strip, into the partial map of ``final`` and write the COG."""
+    partial = PartialMap(final, src, bundle.manifest.classes, opts.probabilities, opts.confidence,
+                         map_tags(bundle, backend))
+    partial.create()
+    try:
+        for path, (r0, _) in zip(paths, plan):
+            partial.copy_part(path, grid.block(r0, 0).y0)
+        partial.finish()
+    except BaseException:
+        partial.discard()
+        raise
