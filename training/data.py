@@ -140,11 +140,12 @@ def _samples_in_block(raw, lbl, valid, spec: SampleSpec):
             yield (oy, ox), raw[:, oy : oy + tile, ox : ox + tile].transpose(1, 2, 0), t_lbl, valid[oy : oy + tile, ox : ox + tile]
 
 
-def extract_tiles(stack, labels, spec: SampleSpec) -> tuple[TileSet, Normalization]:
+def extract_tiles(stack, labels, spec: SampleSpec, statistics: bool = True) -> tuple[TileSet, Normalization | None]:
     """Cut labelled samples inside spatial blocks (read one at a time) and stream the stats.
 
     ``stack`` is a :class:`~lulc.training.sources.RasterStack`, ``labels`` an open dataset on
-    its grid. Returns the samples (raw values) and the training split's statistics.
+    its grid. Returns the samples (raw values) and the training split's per-channel
+    statistics, or None without ``statistics`` (time series pool theirs over dates).
     """
     tile, split_block = spec.tile, spec.split_block
     if split_block < tile:
@@ -158,7 +159,7 @@ def extract_tiles(stack, labels, spec: SampleSpec) -> tuple[TileSet, Normalizati
     for b in range(rows * cols):
         window = Window((b % cols) * split_block, (b // cols) * split_block, split_block, split_block)
         raw, valid = stack.read(window)
-        if block_split[b] == 0:
+        if statistics and block_split[b] == 0:
             stats.add(raw, valid)
         lbl = np.where(valid, labels.read(1, window=window), spec.ignore).astype(np.uint8)
         for (oy, ox), x, y, v in _samples_in_block(raw, lbl, valid, spec):
@@ -181,7 +182,7 @@ def extract_tiles(stack, labels, spec: SampleSpec) -> tuple[TileSet, Normalizati
         "block_grid": [rows, cols], "tiles": {name: int((split == i).sum()) for i, name in enumerate(SPLITS)},
     }
     tiles = TileSet(np.stack(xs), np.stack(ys), np.stack(vs), split, record, np.asarray(origins))
-    return tiles, stats.result()
+    return tiles, stats.result() if statistics else None
 
 
 def block_count(tiles: TileSet) -> int | None:

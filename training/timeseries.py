@@ -116,8 +116,8 @@ def temporal_samples(cfg: TemporalConfig, work: Path, known: list[dict] | None =
         labels, classes = prepare_labels(cfg.labels, stack, work, cfg.label_column, cfg.classes, known=known)
         spec = SampleSpec(tile=cfg.tile, stride=cfg.stride or max(1, cfg.tile // 2),
                           split_block=cfg.split_block or 2 * cfg.tile, seed=cfg.seed, ignore=IGNORE)
-        with open_raster(labels, "label raster") as lab, np.errstate(invalid="ignore"):
-            tiles, _ = extract_tiles(stack, lab, spec)  # its pooled statistics ignore dates; see band_stats
+        with open_raster(labels, "label raster") as lab:
+            tiles, _ = extract_tiles(stack, lab, spec, statistics=False)  # see band_stats
         info, dtype, nodata = stack.info, stack.dtype, stack.nodata
     water = None
     if cfg.mask_unstable_water:
