@@ -202,7 +202,7 @@ def test_device_cpu_keeps_onnxruntime_off_cuda(trained_bundle, cuda_offered, mon
     caplog.set_level("INFO", logger="lulc.runtime.backends")
     session = backends.prepare(bundle, "onnx", device="cpu")
     assert cuda_offered == [[CPU]] and session.device == CPU and not session.device_io
-    assert "backend onnx runs on CPUExecutionProvider (device cpu requested)" in caplog.text
+    assert "backend onnx runs on CPUExecutionProvider at fp32 (device cpu requested)" in caplog.text
     backends.prepare(bundle, "onnx", device="auto")  # today's behaviour: CUDA preferred where offered
     assert cuda_offered[-1] == [ort.CUDA, CPU]
     # auto on the CPU leaves out every GPU engine, even where they would be usable

@@ -66,7 +66,7 @@ def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
     if precision not in PRECISIONS:
         raise BackendUnavailable(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if backend == "auto":
-        backend = _auto(bundle, device)
+        backend = _auto(bundle, device, precision)
         logger.info("backend auto -> %s (device %s)", backend, device)
     if backend == "keras":
         if precision not in ("auto", "fp32"):
@@ -74,34 +74,34 @@ def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
         from lulc.runtime.backends.keras_backend import KerasSession
 
         session = KerasSession(bundle, device=device)
+    elif backend == "trt":
+        from lulc.runtime.backends.trt import open_bundle_engine
+
+        session = open_bundle_engine(bundle, device)
+        if precision not in ("auto", session.precision):
+            raise BackendUnavailable(f"the bundle's TensorRT engine is {session.precision}, not {precision}; rebuild it "
+                                     f"with `lulc export --target trt --precision {precision} {bundle.root}`")
     else:
         from lulc.runtime.backends import ort
 
-        on_gpu = backend == "trt" or (device != "cpu" and ort.CUDA in ort.available_providers())
-        artifact = choose_artifact(bundle, precision, on_gpu, **({"engine_usable": False} if backend == "onnx" else {}))
-        if backend == "trt" and artifact != "trt":
-            raise BackendUnavailable(f"--backend trt: the bundle's TensorRT engine does not run here at precision {precision}; "
-                                     f"rebuild it with `lulc export --target trt {bundle.root}`")
-        if artifact == "trt":
-            from lulc.runtime.backends.trt import open_bundle_engine
-
-            session = open_bundle_engine(bundle, device)
-        else:
-            session = ort.OrtSession(bundle, artifact=artifact, device=device, cores=cores)
+        on_gpu = device != "cpu" and ort.CUDA in ort.available_providers()
+        session = ort.OrtSession(bundle, artifact=choose_artifact(bundle, precision, on_gpu, engine_usable=False),
+                                 device=device, cores=cores)
     logger.info("backend %s runs on %s at %s (device %s requested)", session.name, session.device, session.precision, device)
     return session
 
 
-def _auto(bundle: Bundle, device: str = "auto") -> str:
+def _auto(bundle: Bundle, device: str = "auto", precision: str = "auto") -> str:
     from lulc.runtime.backends import keras_backend, ort, trt
+    from lulc.runtime.backends.precision import engine_precision
 
     onnx = bundle.has("onnx")
     if device != "cpu":
-        if trt.usable(bundle):
+        if trt.usable(bundle) and precision in ("auto", engine_precision(bundle)):
             return "trt"
         if onnx and ort.CUDA in ort.available_providers():
             return "onnx"
-        if bundle.has("keras") and keras_backend.on_jax_gpu():
+        if bundle.has("keras") and keras_backend.on_jax_gpu() and precision in ("auto", "fp32"):
             return "keras"
     return "onnx" if onnx else "keras"
 
