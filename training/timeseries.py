@@ -21,7 +21,7 @@ from lulc.runtime.errors import LulcError
 from lulc.runtime.manifest import InputSpec, Manifest, Normalization, TileSpec
 from lulc.runtime.temporal_kernels import reference_mask_dates
 from lulc.runtime.timestack import read_stack_info
-from lulc.training.config import TEMPORAL_ARCHS, TemporalConfig, check_numbers
+from lulc.training.config import TEMPORAL_ARCHS, TemporalConfig
 from lulc.training.data import SampleSpec, TileSet
 from lulc.training.labels import IGNORE
 from lulc.training.sources import RasterStack
