@@ -97,56 +97,92 @@ def main(verbose: int, quiet: int) -> None:
     configure_logging(verbose - quiet)
 
 
+#: options every classifying command takes, in --help order; they fill InferOptions by name
+RUN_OPTIONS = [
+    click.option("--backend", type=click.Choice(["auto", "trt", "onnx", "keras"]), default="auto", show_default=True),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                 help="Where the model runs (auto: a GPU when the backend has one)."),
+    click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True,
+                 help="Model precision (auto: int8 on CPU where the bundle has it, the engine or fp16 on GPU, else fp32)."),
+    click.option("--tile", type=click.IntRange(min=1), default=None, help="Tile size in px (default: the bundle's)."),
+    click.option("--overlap", type=click.IntRange(min=0), default=None, help="Tile overlap in px (default: the bundle's)."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                 help="Tiles per model call (default: about 0.25 MPix per call)."),
+    click.option("--block-px", type=click.IntRange(min=1), default=1024, show_default=True,
+                 help="Side of the blocks streamed through memory (and the unit of --resume)."),
+    click.option("--band-names", type=click.Choice(["strict", "auto", "ignore"]), default="strict", show_default=True,
+                 help="Input band names must equal the model's (strict), may be generic like B1..Bn (auto), "
+                      "or are not checked (ignore)."),
+    click.option("--probabilities", is_flag=True, help="Add one uint8 probability band per class (0..254)."),
+    click.option("--confidence", is_flag=True, help="Add a uint8 max-probability band (0..254)."),
+    click.option("--overwrite", is_flag=True, help="Replace existing output files (never an input, a folder or the bundle)."),
+    click.option("--dask", default=None, metavar="ADDRESS",
+                 help="Classify on a Dask cluster: local, local:N (N worker processes) or a scheduler address "
+                      "(tcp://host:8786); needs `pip install 'lulc[dask]'`."),
+    click.option("--progress/--no-progress", default=True, show_default=True),
+    click.option("-v", "--verbose", count=True, help="More log output (repeatable)."),
+    click.option("-q", "--quiet", count=True, help="Less log output (repeatable)."),
+]
+
+
+def run_options(func):
+    """Add :data:`RUN_OPTIONS` to a command."""
+    for option in reversed(RUN_OPTIONS):
+        func = option(func)
+    return func
+
+
+def infer_options(verbose: int, quiet: int, **options):
+    """InferOptions from the command's options (and its own -v/-q applied)."""
+    from lulc.runtime.infer import InferOptions
+
+    if verbose or quiet:
+        configure_logging(verbose - quiet)
+    return InferOptions(**options)
+
+
 @click.command("infer")
 @click.argument("bundle", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="Output class-map GeoTIFF (COG).")
-@click.option("--backend", type=click.Choice(["auto", "trt", "onnx", "keras"]), default="auto", show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the model runs (auto: a GPU when the backend has one).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True,
-              help="Model precision (auto: int8 on CPU where the bundle has it, the engine or fp16 on GPU, else fp32).")
-@click.option("--tile", type=click.IntRange(min=1), default=None, help="Tile size in px (default: the bundle's).")
-@click.option("--overlap", type=click.IntRange(min=0), default=None, help="Tile overlap in px (default: the bundle's).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Tiles per model call (default: about 0.25 MPix per call).")
-@click.option("--block-px", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Side of the blocks streamed through memory (and the unit of --resume).")
-@click.option("--band-names", type=click.Choice(["strict", "auto", "ignore"]), default="strict", show_default=True,
-              help="Input band names must equal the model's (strict), may be generic like B1..Bn (auto), or are not checked (ignore).")
-@click.option("--probabilities", is_flag=True, help="Add one uint8 probability band per class (0..254).")
-@click.option("--confidence", is_flag=True, help="Add a uint8 max-probability band (0..254).")
 @click.option("--quicklook", type=click.Path(), default=None, help="Also write a PNG preview of the class map.")
-@click.option("--overwrite", is_flag=True, help="Replace existing output files (never an input, a folder or the bundle).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last finished block row.")
-@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
-              help="Classify on a Dask cluster: local, local:N (N worker processes) or a scheduler address "
-                   "(tcp://host:8786); needs `pip install 'lulc[dask]'`.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON run summary on stdout.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
-@click.option("-q", "--quiet", count=True, help="Less log output (repeatable).")
+@run_options
 @handle_errors
-def infer(bundle, inputs, output, backend, device, precision, tile, overlap, batch_size, block_px, band_names, probabilities,
-          confidence, quicklook, overwrite, resume, dask_address, as_json, progress, verbose, quiet):
+def infer(bundle, inputs, output, as_json, **options):
     """Classify INPUTS with the model BUNDLE and write a georeferenced class map.
 
     INPUTS is one raster, or several co-registered rasters whose bands are stacked in the
     order given (as they were given to `lulc train --image`).
     """
-    from lulc.runtime.infer import InferOptions, run_inference, summary_json
+    from lulc.runtime.infer import run_inference, summary_json
 
-    if verbose or quiet:
-        configure_logging(verbose - quiet)
-    opts = InferOptions(backend=backend, device=device, precision=precision, tile=tile, overlap=overlap, batch_size=batch_size,
-                        block_px=block_px, band_names=band_names, probabilities=probabilities, confidence=confidence,
-                        quicklook=quicklook, overwrite=overwrite, resume=resume, progress=progress, dask=dask_address)
-    summary = run_inference(bundle, inputs, output, opts)
+    summary = run_inference(bundle, inputs, output, infer_options(**options))
     if as_json:
         click.echo(summary_json(summary))
     else:
         click.echo(f"wrote {summary.output} ({summary.pixels / 1e6:.2f} MPix, {summary.mpix_per_s:.2f} MPix/s, "
                    f"{summary.device}, {summary.precision})", err=True)
+
+
+@click.command("batch")
+@click.argument("bundle", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Folder for the maps: OUTDIR/<input stem>.tif, or OUTDIR/<STAC item id>.tif.")
+@run_options
+@handle_errors
+def batch(bundle, inputs, output, **options):
+    """Classify many INPUTS with BUNDLE, one map each: rasters, globs ('tiles/*.tif', quoted) or
+    STAC Item / ItemCollection JSON files or URLs whose assets carry the bundle's bands.
+
+    A map already in OUTDIR from the same model is kept, so a rerun finishes an interrupted batch.
+    """
+    from lulc.runtime.batch import run_batch
+
+    maps = run_batch(bundle, list(inputs), output, infer_options(**options))
+    click.echo(f"{len(maps)} maps in {output}", err=True)
 
 
 def infer_main() -> None:

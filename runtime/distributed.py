@@ -110,18 +110,30 @@ def part_rows(grid: TileGrid, workers: int) -> list[tuple[int, int]]:
     return [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
 
 
+def worker_threads() -> int:
+    """The Dask threads of the worker this runs on: the task's whole CPU budget."""
+    from distributed import get_worker
+
+    return get_worker().state.nthreads
+
+
+@contextmanager
+def one_at_a_time() -> Iterator[None]:
+    """Run one lulc task at a time in this worker process, with all its threads (onnxruntime
+    and the Numba kernels), so workers that share a box never oversubscribe it."""
+    import numba
+
+    with _ONE_AT_A_TIME:
+        numba.set_num_threads(max(1, min(worker_threads(), numba.config.NUMBA_NUM_THREADS)))
+        yield
+
+
 def _worker_session(bundle_dir: str, opts: InferOptions) -> tuple[Bundle, Any]:
     """The bundle and its model session, opened once per worker process and bundle checksum."""
     bundle = Bundle.load(bundle_dir)
     key = (bundle_dir, bundle.fingerprint(), opts.backend, opts.device, opts.precision)
     if key not in _SESSIONS:
-        from distributed import get_worker
-
-        threads = get_worker().state.nthreads
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        _SESSIONS[key] = (bundle, prepare(bundle, opts.backend, opts.device, opts.precision, cores=threads))
+        _SESSIONS[key] = (bundle, prepare(bundle, opts.backend, opts.device, opts.precision, cores=worker_threads()))
     return _SESSIONS[key]
 
 
@@ -130,7 +142,7 @@ def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int]
     part_path = Path(part)
     if part_path.exists():
         return {"tiles_run": 0, "tiles_skipped": 0, "reused": True, "session": None}
-    with _ONE_AT_A_TIME:
+    with one_at_a_time():
         bundle, session = _worker_session(bundle_dir, opts)
         m = bundle.manifest
         from lulc.runtime.infer import GDAL_CACHE_MB, tile_geometry

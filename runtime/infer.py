@@ -58,6 +58,7 @@ class InferOptions:
     precision: str = "auto"  # auto | fp32 | fp16 | int8: which of the bundle's gated artefacts runs
     band_names: str = "strict"  # strict | auto | ignore: how input band names must match the model's
     dask: str | None = None  # local, local:N or a scheduler address: classify on a Dask cluster
+    cores: int | None = None  # CPU threads for the model (default: all this process may use)
 
 
 @dataclass
@@ -175,7 +176,7 @@ def _run_here(bundle: Bundle, src, final: Path, opts: InferOptions, geometry: tu
     t0 = time.perf_counter()
     threading.Thread(target=kernels.warm_up, name="lulc-warm-up", daemon=True).start()
     size, overlap = geometry
-    session = prepare(bundle, opts.backend, opts.device, opts.precision)
+    session = prepare(bundle, opts.backend, opts.device, opts.precision, cores=opts.cores)
     grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
     try:
         runner = BlockRunner(bundle, session, grid, opts, input_nodata(src, m.input), src.count)
