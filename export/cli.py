@@ -18,7 +18,7 @@ TARGETS = ("onnx", "trt", "tfjs")
               help="Also write model.int8.onnx: calibrated on the training split, gated on the test split "
                    "(re-read from the training inputs recorded in the bundle).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True,
-              help="TensorRT engine precision (int8: built from the int8 ONNX's calibration, see --int8).")
+              help="TensorRT engine precision (int8: built from model.int8.onnx, see --int8).")
 @click.option("--max-batch", type=click.IntRange(1), default=8, show_default=True,
               help="Largest batch the TensorRT engine accepts (match lulc-infer --batch-size).")
 @handle_errors

@@ -1,32 +1,37 @@
-"""TensorRT export: a fixed-H/W ONNX → a serialized engine for this GPU, gated on the GPU.
+"""TensorRT export: a typed ONNX graph → a serialized engine for this GPU, gated on the GPU.
 
-Written to NVIDIA's TensorRT 10 Python API (Builder, OnnxParser, optimisation profile,
-BuilderFlag.FP16/INT8, IInt8EntropyCalibrator2, timing cache). TensorRT is not installable
-on our CI and dev machines, so the parts around it (shapes, calibration feed, naming,
-guard, manifest record) are plain Python, tested without it; see README, "TensorRT".
+Written to the part of NVIDIA's Python API that TensorRT 10 and 11 share: a strongly typed
+network (the graph's tensor types are the precision; no ``BuilderFlag.FP16/INT8``, no
+implicit INT8 calibrator, both removed in 11), optimisation profile, timing cache. INT8 is
+explicit quantisation from the Q/DQ model that ``lulc export --target onnx --int8`` gated on
+the test split. TensorRT is not installable on our CI and dev machines, so the parts around
+it (shapes, typed graphs, naming, guard, manifest record) are plain Python, tested without
+it; see README, "TensorRT".
 """
 from __future__ import annotations
 
 import functools
 import logging
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from lulc.export.onnx import OPSET, convert, simplify_if_faithful
+from lulc.export.int8 import AGREEMENT as INT8_AGREEMENT
+from lulc.export.int8 import ARTIFACT as INT8_ARTIFACT
+from lulc.export.onnx import OPSET, convert, simplify_if_faithful, to_fp16
 from lulc.export.parity import predict, staging, verify_and_record
-from lulc.runtime.backends.trt import EngineTarget, TrtSession, cuda_call, current_target, import_tensorrt
+from lulc.runtime.backends.trt import EngineTarget, TrtSession, current_target, import_tensorrt
 from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BackendUnavailable
+from lulc.runtime.errors import BackendUnavailable, BundleError
 
 logger = logging.getLogger(__name__)
 
 #: fp32 engines reorder float sums (tactics, fused kernels): 1e-3 on probabilities
 FP32_TOLERANCE = 1e-3
 #: reduced precisions are judged on the class map: share of pixels with Keras's argmax
-MIN_AGREEMENT = {"fp16": 0.995, "int8": 0.99}
-CACHE_DIR = "trt-cache"  # timing and calibration caches, kept in the bundle so rebuilds are fast
+#: (int8: the int8 ONNX's own gate, so CPU and GPU int8 promise the same)
+MIN_AGREEMENT = {"fp16": 0.995, "int8": INT8_AGREEMENT}
+CACHE_DIR = "trt-cache"  # timing caches, kept in the bundle so rebuilds are fast
 
 
 def gate_limits(precision: str) -> dict:
@@ -46,8 +51,8 @@ def profile_shapes(tile: int, channels: int, max_batch: int) -> tuple[tuple[int,
 def mosaic(samples: np.ndarray, size: int) -> np.ndarray:
     """Tile-sized inputs assembled from the (smaller) stored sample tiles.
 
-    The engine has fixed H/W, so calibration and parity need inputs of exactly that size;
-    a grid of real samples keeps real spectra (reusing samples cyclically to fill the grid).
+    The engine has fixed H/W, so parity needs inputs of exactly that size; a grid of real
+    samples keeps real spectra (reusing samples cyclically to fill the grid).
     """
     n, h, w, c = samples.shape
     rows, cols = -(-size // h), -(-size // w)
@@ -57,87 +62,51 @@ def mosaic(samples: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(grid[:, :size, :size])
 
 
-class CalibrationFeed:
-    """Batches for INT8 calibration and the calibration cache file, without TensorRT.
-
-    TensorRT asks for fixed-size batches until it gets none; the last partial batch is
-    filled up cyclically. A cache from an earlier build (same model, same name) skips
-    calibration entirely.
-    """
-
-    def __init__(self, tiles: np.ndarray, batch_size: int, cache: Path):
-        self.tiles = np.ascontiguousarray(tiles, dtype=np.float32)
-        self.batch_size = batch_size
-        self.cache = cache
-        self._batches = self._iter()
-
-    @property
-    def batch_nbytes(self) -> int:
-        return self.batch_size * self.tiles[0].nbytes
-
-    def _iter(self) -> Iterator[np.ndarray]:
-        n = len(self.tiles)
-        for start in range(0, n, self.batch_size):
-            yield np.ascontiguousarray(self.tiles[np.arange(start, start + self.batch_size) % n])
-
-    def next_batch(self) -> np.ndarray | None:
-        return next(self._batches, None)
-
-    def read_cache(self) -> bytes | None:
-        return self.cache.read_bytes() if self.cache.is_file() else None
-
-    def write_cache(self, data: bytes) -> None:
-        self.cache.parent.mkdir(parents=True, exist_ok=True)
-        self.cache.write_bytes(data)
-
-
 def engine_record(here: EngineTarget, precision: str, max_batch: int, tile: int, channels: int,
-                  opset: int, calibration_cache: str | None) -> dict:
-    """The manifest ``details`` the runtime's compatibility guard and session read back."""
+                  opset: int, source: str) -> dict:
+    """The manifest ``details`` the runtime's compatibility guard and session read back;
+    ``source`` names the typed ONNX graph the engine was built from."""
     return {
         "gpu": here.gpu, "compute_capability": here.compute_capability, "tensorrt": here.tensorrt,
         "precision": precision, "max_batch": max_batch, "input_shape": [tile, tile, channels],
         "profile": [list(s) for s in profile_shapes(tile, channels, max_batch)], "onnx_opset": opset,
-        "calibration_cache": calibration_cache,
+        "source": source, "strongly_typed": True,
     }
 
 
-def _entropy_calibrator(feed: CalibrationFeed):
-    """A ``trt.IInt8EntropyCalibrator2`` fed by ``feed`` (one device buffer, reused)."""
-    trt, cudart = import_tensorrt()
+def typed_onnx(bundle: Bundle, model, precision: str, fixed: Path, opset: int, tiles: np.ndarray,
+               reference: np.ndarray) -> tuple[Path, str]:
+    """The ONNX graph whose tensor types *are* the engine's precision, and what it is.
 
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.device_input = cuda_call(cudart.cudaMalloc(feed.batch_nbytes))
-
-        def get_batch_size(self):
-            return feed.batch_size
-
-        def get_batch(self, names):
-            batch = feed.next_batch()
-            if batch is None:
-                return None
-            cuda_call(cudart.cudaMemcpy(self.device_input, batch.ctypes.data, batch.nbytes,
-                                        cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
-            return [int(self.device_input)]
-
-        def read_calibration_cache(self):
-            return feed.read_cache()
-
-        def write_calibration_cache(self, cache):
-            feed.write_cache(bytes(cache))
-
-    return EntropyCalibrator()
+    TensorRT 11 removed the weak-typing flags (``BuilderFlag.FP16/INT8``) and implicit INT8
+    calibration; a strongly typed network runs each layer in the type its graph gives it:
+    fp32 the fixed-H/W conversion of the Keras model, fp16 that graph with fp16 weights and
+    activations (float32 I/O), int8 the Q/DQ model that ``lulc export --target onnx --int8``
+    gated on the test split (symmetric int8, float biases: what TensorRT parses), the same
+    artefact the CPU runs.
+    """
+    if precision == "int8":
+        if not bundle.has(INT8_ARTIFACT):
+            raise BundleError(f"an int8 engine is built from the bundle's gated int8 ONNX: create it first with "
+                              f"`lulc export --target onnx --int8 {bundle.root}`")
+        return bundle.artifact_path(INT8_ARTIFACT), INT8_ARTIFACT
+    size = tiles.shape[1]
+    convert(model, fixed, opset, spatial=(size, size))
+    simplify_if_faithful(fixed, tiles, reference)
+    if precision == "fp32":
+        return fixed, "keras (fixed-size ONNX)"
+    to_fp16(fixed, fixed)  # read whole before written: in place is safe
+    return fixed, "keras (fixed-size ONNX, fp16 weights and activations)"
 
 
-def build_engine(onnx_path: Path, precision: str, shapes: tuple, timing_cache: Path,
-                 feed: CalibrationFeed | None = None) -> bytes:
-    """Parse the ONNX, build and serialize an engine; the timing cache is read and updated."""
+def build_engine(onnx_path: Path, shapes: tuple, timing_cache: Path) -> bytes:
+    """Parse the typed ONNX into a strongly typed network, build and serialize an engine;
+    the timing cache is read and updated. No precision flags: the graph's types decide."""
     trt, _ = import_tensorrt()
     log = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(log)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    # required for typed graphs on TensorRT 10, the only mode (flag accepted, ignored) on 11
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, log)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -148,15 +117,9 @@ def build_engine(onnx_path: Path, precision: str, shapes: tuple, timing_cache: P
     profile = builder.create_optimization_profile()
     profile.set_shape(network.get_input(0).name, *shapes)
     config.add_optimization_profile(profile)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)  # int8 layers TensorRT cannot quantise fall back to fp16
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _entropy_calibrator(feed)
-        config.set_calibration_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise BackendUnavailable(f"TensorRT failed to build a {precision} engine (see the log above)")
+        raise BackendUnavailable(f"TensorRT failed to build an engine from {onnx_path.name} (see the log above)")
     timing_cache.parent.mkdir(parents=True, exist_ok=True)
     timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
@@ -171,17 +134,13 @@ def export_trt(bundle: Bundle, precision: str = "fp16", max_batch: int = 8, opse
     tile, channels = bundle.manifest.tile.size, len(bundle.manifest.input.channels)
     tiles = mosaic(bundle.load_samples(), tile)
     reference = predict(model, tiles)
-    cache_dir = bundle.root / CACHE_DIR
-    calibration = f"calibration.{bundle.fingerprint()[:12]}.{here.slug}.cache" if precision == "int8" else None
-    details = engine_record(here, precision, max_batch, tile, channels, opset, calibration)
     name = here.engine_name(precision)
     previous = bundle.manifest.artifacts.get("trt")
     with staging(bundle.root / ".model.fixed.onnx.partial") as fixed, staging(bundle.root / f".{name}.partial") as staged:
-        convert(model, fixed, opset, spatial=(tile, tile))
-        simplify_if_faithful(fixed, tiles, reference)
-        feed = CalibrationFeed(tiles, max_batch, cache_dir / calibration) if calibration else None
-        staged.write_bytes(build_engine(fixed, precision, profile_shapes(tile, channels, max_batch),
-                                        cache_dir / f"timing.{here.slug}.cache", feed))
+        source, what = typed_onnx(bundle, model, precision, fixed, opset, tiles, reference)
+        details = engine_record(here, precision, max_batch, tile, channels, opset, what)
+        staged.write_bytes(build_engine(source, profile_shapes(tile, channels, max_batch),
+                                        bundle.root / CACHE_DIR / f"timing.{here.slug}.cache"))
         run = functools.partial(_run_engine, details=details, bundle_root=bundle.root, tiles=tiles)
         figures = verify_and_record(bundle, "trt", staged, reference, run, f"TensorRT {precision}",
                                     fmt="tensorrt-engine", dest=name, details=details, **gate_limits(precision))

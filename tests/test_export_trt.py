@@ -3,6 +3,7 @@ the build itself runs only where TensorRT and a GPU exist (skipped elsewhere, ne
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 
 import numpy as np
@@ -14,7 +15,7 @@ from lulc.runtime.backends import prepare
 from lulc.runtime.backends.trt import EngineTarget, check_compatible, chunks
 from lulc.runtime.bundle import Bundle
 from lulc.runtime.cli import main
-from lulc.runtime.errors import BackendUnavailable
+from lulc.runtime.errors import BackendUnavailable, BundleError, LulcError
 from lulc.runtime.manifest import Artifact
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -34,18 +35,19 @@ def test_engine_name_carries_gpu_compute_capability_and_version():
     (EngineTarget("NVIDIA L4", "8.9", "10.7.0"), "compute_capability"),
 ])
 def test_guard_refuses_another_gpu_or_tensorrt_and_says_rebuild(other, field):
-    record = trt_export.engine_record(H100, "fp16", 8, 256, 13, 17, None)
+    record = trt_export.engine_record(H100, "fp16", 8, 256, 13, 17, "keras")
     check_compatible(record, H100, "out/bundle")  # same setup: fine
     with pytest.raises(BackendUnavailable, match=rf"{field} .*rebuild it here with `lulc export --target trt out/bundle`"):
         check_compatible(record, other, "out/bundle")
 
 
 def test_engine_record_is_a_valid_manifest_artifact():
-    record = trt_export.engine_record(H100, "int8", 4, 64, 4, 17, "calibration.abc.cache")
+    record = trt_export.engine_record(H100, "int8", 4, 64, 4, 17, "onnx-int8-trt")
     art = Artifact(path=H100.engine_name("int8"), sha256="0" * 64, format="tensorrt-engine", created="now",
                    parity={"argmax_agreement": 0.995}, details=record)
     back = Artifact.model_validate_json(art.model_dump_json()).details
     assert back["input_shape"] == [64, 64, 4] and back["profile"] == [[1, 64, 64, 4], [4, 64, 64, 4], [4, 64, 64, 4]]
+    assert back["source"] == "onnx-int8-trt" and back["strongly_typed"] is True
     check_compatible(back, H100, "b")
     assert json.loads(json.dumps(back)) == record
 
@@ -56,7 +58,7 @@ def test_profile_spans_batch_one_to_max_at_the_runtime_tile():
 
 
 @pytest.mark.parametrize("precision, limits", [
-    ("fp32", {"max_abs_diff": 1e-3}), ("fp16", {"min_agreement": 0.995}), ("int8", {"min_agreement": 0.99}),
+    ("fp32", {"max_abs_diff": 1e-3}), ("fp16", {"min_agreement": 0.995}), ("int8", {"min_agreement": 0.995}),
 ])
 def test_gate_limits_per_precision(precision, limits):
     assert trt_export.gate_limits(precision) == limits
@@ -74,18 +76,36 @@ def test_mosaic_builds_tile_sized_inputs_from_real_samples(size):
     assert all(any(np.array_equal(s, cell) for s in samples) for cell in full)
 
 
-def test_calibration_feed_serves_fixed_batches_then_stops_and_caches(tmp_path):
-    tiles = np.arange(5 * 2 * 2 * 1, dtype=np.float32).reshape(5, 2, 2, 1)
-    feed = trt_export.CalibrationFeed(tiles, batch_size=2, cache=tmp_path / "cache" / "calib.cache")
-    batches = [feed.next_batch() for _ in range(3)]
-    assert [b.shape for b in batches] == [(2, 2, 2, 1)] * 3 and feed.next_batch() is None
-    assert all(b.flags.c_contiguous and b.dtype == np.float32 for b in batches)
-    np.testing.assert_array_equal(np.concatenate(batches)[:5], tiles)  # all tiles, in order
-    np.testing.assert_array_equal(batches[-1][1], tiles[0])  # the partial batch is filled cyclically
-    assert feed.batch_nbytes == 2 * 2 * 2 * 1 * 4
-    assert feed.read_cache() is None
-    feed.write_cache(b"TRT-calibration")
-    assert feed.read_cache() == b"TRT-calibration"
+def test_builder_uses_only_what_tensorrt_11_kept():
+    # TensorRT 11 removed weak typing and implicit INT8 calibration; precision is the graph's
+    source = inspect.getsource(trt_export.build_engine)
+    for removed in ("IInt8EntropyCalibrator2", "BuilderFlag.INT8", "BuilderFlag.FP16", "int8_calibrator",
+                    "set_calibration_profile"):
+        assert removed not in source
+    assert "NetworkDefinitionCreationFlag.STRONGLY_TYPED" in source
+
+
+def test_fp16_engines_are_built_from_an_fp16_graph_with_float32_io(bundle_copy):
+    import onnx
+
+    from lulc.export.parity import keras_reference
+
+    bundle = Bundle.load(bundle_copy)
+    model, samples, _ = keras_reference(bundle)
+    tiles = trt_export.mosaic(samples, bundle.manifest.tile.size)
+    fixed = bundle_copy / "fixed.onnx"
+    path, what = trt_export.typed_onnx(bundle, model, "fp16", fixed, 17, tiles, trt_export.predict(model, tiles))
+    graph = onnx.load(str(path)).graph
+    assert path == fixed and "fp16" in what
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims[1:] == [bundle.manifest.tile.size, bundle.manifest.tile.size, 4]  # H/W fixed to the runtime tile
+
+
+def test_int8_engines_need_the_int8_onnx_calibration_first(bundle_copy):
+    with pytest.raises(BundleError, match=rf"`lulc export --target onnx --int8 {bundle_copy}`"):
+        trt_export.typed_onnx(Bundle.load(bundle_copy), None, "int8", bundle_copy / "fixed.onnx", 17, None, None)
 
 
 def test_chunks_respect_max_batch():
@@ -106,7 +126,7 @@ def test_export_without_tensorrt_says_so_and_how_to_install(bundle_copy):
 def test_runtime_without_tensorrt_falls_back_and_refuses_clearly(bundle_copy):
     bundle = Bundle.load(bundle_copy)
     assert prepare(bundle, "auto").name == "onnx"
-    with pytest.raises(Exception, match=r"no 'trt' artefact"):
+    with pytest.raises(LulcError, match=rf"`lulc export --target trt {bundle_copy}`"):
         prepare(bundle, "trt")
 
 

@@ -6,7 +6,6 @@ perturbation flips its classes; int8 is tested on a bundle trained to convergenc
 """
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -59,22 +58,24 @@ def test_cli_int8_passes_the_gate_records_calibration_and_agrees_with_fp32(copy)
     assert "onnx-int8: max abs diff" in result.output and "test overall accuracy" in result.output
     bundle = Bundle.load(copy)
     art = bundle.manifest.artifacts["onnx-int8"]
-    assert art.path == "model.int8.onnx" and art.details["precision"] == "int8"
+    assert art.path == "model.int8.onnx" and art.details["precision"] == "int8" and art.details["tensorrt_compatible"]
     calibration = art.details["calibration"]
     assert calibration["split"] == "train" and calibration["method"] == "percentile"
     assert calibration["tiles"] == 72 and calibration["percentile"] in int8.PERCENTILES  # all 72 training tiles
     assert art.parity["split"] == "test" and art.parity["min_agreement"] == int8.AGREEMENT
     assert art.parity["argmax_agreement"] >= int8.AGREEMENT and art.parity["accuracy_drop"] <= int8.MAX_ACCURACY_DROP
     assert art.parity["tiles"] == 18 and art.parity["valid_units"] == 18 * 32 * 32
-    ranges = json.loads(bundle.artifact_path(int8.CALIBRATION).read_text())
-    assert ranges  # the calibrated activation ranges the TensorRT encoding reuses
-    # QDQ: uint8 activations, int8 per-channel weights (one scale per output channel)
+    # Q/DQ as TensorRT's explicit quantisation takes it (one artefact for CPU and GPU):
+    # int8 weights and activations, every zero point 0, biases left in float
     model = onnx.load(str(copy / "model.int8.onnx"))
-    ops = {n.op_type for n in model.graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    assert any(a.dtype == np.int8 for a in inits.values()) and any(a.dtype == np.uint8 for a in inits.values())
-    assert any(a.dtype == np.float32 and a.ndim == 1 and a.size > 1 and "scale" in n for n, a in inits.items())
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert {n.op_type for n in qdq} == {"QuantizeLinear", "DequantizeLinear"}
+    zero_points = [inits[n.input[2]] for n in qdq]
+    assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    weights = [inits[n.input[0]] for n in qdq if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert weights and all(w.dtype == np.int8 for w in weights)  # no int32 bias behind a DequantizeLinear
+    assert any(a.ndim == 1 and a.size > 1 and "scale" in n for n, a in inits.items())  # per-channel scales
     # the runtime opens it like any ONNX artefact; its map agrees with fp32 above the gate
     samples = bundle.load_samples()
     fast = OrtSession(bundle, artifact="onnx-int8", providers=["CPUExecutionProvider"]).run(samples)
@@ -105,25 +106,10 @@ def test_the_search_keeps_the_damaged_nodes_in_float(copy, monkeypatch, tmp_path
     monkeypatch.setattr(int8, "calibration_tiles", zeros)
     figures = int8.export_int8(Bundle.load(copy))["onnx-int8"]
     details = Bundle.load(copy).manifest.artifacts["onnx-int8"].details
-    graph = int8.Quantizer(copy / "model.onnx", tmp_path, int8.ENCODINGS["cpu"])
+    graph = int8.Quantizer(copy / "model.onnx", tmp_path)
     assert sorted(details["float_nodes"]) == sorted(graph.nodes[:2]) and details["quantized_nodes"] == 11
     assert details["selection"]["argmax_agreement"] >= int8.AGREEMENT + int8.SELECTION_MARGIN
     assert figures["argmax_agreement"] >= int8.AGREEMENT
-
-
-def test_tensorrt_encoding_reuses_the_calibration_with_symmetric_int8_activations(copy):
-    with pytest.raises(BundleError, match=r"create it first with `lulc export --target onnx --int8 "):
-        int8.export_int8(Bundle.load(copy), encoding="tensorrt")
-    int8.export_int8(Bundle.load(copy))
-    int8.export_int8(Bundle.load(copy), encoding="tensorrt")
-    art = Bundle.load(copy).manifest.artifacts["onnx-int8-trt"]
-    assert art.details["calibration"]["reused"] is True and art.parity["argmax_agreement"] >= int8.AGREEMENT
-    model = onnx.load(str(copy / art.path))
-    zero_points = {n.input[2] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
-    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    assert zero_points and all(inits[z].dtype == np.int8 and not inits[z].any() for z in zero_points)
-    quantized = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
-    assert quantized and all(a.dtype == np.int8 for a in quantized)  # int8 weights; biases stay float for TensorRT
 
 
 def test_missing_training_data_is_one_line(copy):
