@@ -30,7 +30,7 @@ system-chromium:
 	@test -x /usr/bin/chromium || { $(APT) update -q && $(APT) install -y -q chromium; }
 
 $(VENV)/.installed: pyproject.toml setup.py | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[train,export,dev]'
+	$(BIN)/pip install --quiet -e '.[train,export,dask,dev]'
 	$(BIN)/pip install --quiet --no-deps $(TFJS_CONVERTER)
 	touch $@
 
