@@ -49,8 +49,9 @@ def _class_names(src) -> dict[int, str] | None:
     return {k: str(v) for k, v in _legend_tag(src, "CLASS_NAMES").items()} or None
 
 
-def shared_classes(a, b) -> list[str]:
-    """The class list both maps use; different lists make from-to codes meaningless."""
+def shared_classes(a, b) -> dict[int, str]:
+    """The classes both maps use, pixel value -> name in value order; different lists make
+    from-to codes meaningless."""
     names_a, names_b = _class_names(a), _class_names(b)
     if names_a is None or names_b is None:
         missing = Path(a.name if names_a is None else b.name).name
@@ -61,7 +62,7 @@ def shared_classes(a, b) -> list[str]:
         raise InputRasterError(
             f"the maps use different class lists: {Path(a.name).name} has {only_a}, {Path(b.name).name} has {only_b}; "
             "compare maps made with the same class list")
-    return [names_a[i] for i in sorted(names_a)]
+    return {v: names_a[v] for v in sorted(names_a)}
 
 
 def _check_grids(a, b) -> None:
@@ -85,7 +86,12 @@ def detect_change(map_a: str | os.PathLike, map_b: str | os.PathLike, output: st
                           overwrite=overwrite)
     final, table = paths["output"], paths["table"]
     with locked_all(paths.values()), open_raster(map_a, "class map") as a, open_raster(map_b, "class map") as b:
-        classes = shared_classes(a, b)
+        by_value = shared_classes(a, b)
+        classes = list(by_value.values())
+        # transition codes count classes 0..K-1 whatever values the maps use (lulc-infer keeps
+        # the label raster's own codes, e.g. 1..7)
+        index = np.full(256, 255, np.int64)
+        index[list(by_value)] = np.arange(len(by_value))
         _check_grids(a, b)
         k = len(classes)
         byte = k * k < NODATA_CLASS
@@ -98,16 +104,17 @@ def detect_change(map_a: str | os.PathLike, map_b: str | os.PathLike, output: st
         try:
             with rasterio.open(work, "w", **profile) as dst:
                 for _, win in a.block_windows(1):
-                    fa, fb = a.read(1, window=win), b.read(1, window=win)
+                    fa, fb = index[a.read(1, window=win)], index[b.read(1, window=win)]
                     ok = (fa < k) & (fb < k)
-                    code = np.where(ok, fa.astype(np.int64) * k + fb, nodata)
+                    code = np.where(ok, fa * k + fb, nodata)
                     counts += np.bincount(code[ok], minlength=k * k)
                     dst.write(code.astype(dtype), 1, window=win)
                 dst.set_band_description(1, "transition")
                 dst.update_tags(TRANSITIONS=json.dumps(legend), CLASS_NAMES=json.dumps(dict(enumerate(classes))),
                                 CODE="from * K + to", K=str(k), **{f"TRANSITION_{c}": n for c, n in legend.items()})
                 if byte:
-                    dst.write_colormap(1, _colormap(classes, _legend_tag(a, "CLASS_COLORS")))
+                    colors = _legend_tag(a, "CLASS_COLORS")
+                    dst.write_colormap(1, _colormap(classes, {int(index[v]): colors[v] for v in colors if v in by_value}))
             replace_atomically(work, final)
         finally:
             work.unlink(missing_ok=True)

@@ -154,7 +154,7 @@ def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int]
             first = grid.block(r0, 0)
             last = grid.block(r1 - 1, 0)
             runner.first_row = first.y0
-            sink = PartMap(part_path, src, m.classes, opts.probabilities, opts.confidence, map_tags(bundle, session.name),
+            sink = PartMap(part_path, src, m.map_classes, opts.probabilities, opts.confidence, map_tags(bundle, session.name),
                            first.y0, last.y0 + last.owned_h)
             sink.create()
             halo = r0 - (1 if r0 > 0 and grid.overlap else 0)
@@ -253,7 +253,7 @@ def _gather(client: Client, futures: list, progress: bool) -> dict:
 def assemble(final: Path, src, bundle: Bundle, opts: InferOptions, paths: list[Path], plan: list[tuple[int, int]],
              grid: TileGrid, backend: dict) -> None:
     """Copy the parts, strip by strip, into the partial map of ``final`` and write the COG."""
-    partial = PartialMap(final, src, bundle.manifest.classes, opts.probabilities, opts.confidence,
+    partial = PartialMap(final, src, bundle.manifest.map_classes, opts.probabilities, opts.confidence,
                          map_tags(bundle, backend))
     partial.create()
     try:

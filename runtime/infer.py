@@ -111,8 +111,7 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike |
                 summary = _run(bundle, write_band_stack(inputs, stacked), inputs, final, opts)
             finally:
                 stacked.unlink(missing_ok=True)
-        classes = bundle.manifest.classes
-        write_sidecars(final, classes, [c.id for c in classes])
+        write_sidecars(final, bundle.manifest.map_classes)
         if "quicklook" in paths:
             write_quicklook(final, paths["quicklook"])
     return summary
@@ -183,7 +182,7 @@ def _run_here(bundle: Bundle, src, final: Path, opts: InferOptions, geometry: tu
     except MemoryError:
         raise InputRasterError(f"--tile {size} needs more memory than this machine has; use a smaller --tile") from None
     resume = ResumeState(final, key)
-    partial = PartialMap(final, src, m.classes, opts.probabilities, opts.confidence, map_tags(bundle, session.name))
+    partial = PartialMap(final, src, m.map_classes, opts.probabilities, opts.confidence, map_tags(bundle, session.name))
     rows_done = _restore(runner, grid, resume, partial) if opts.resume else 0
     if not rows_done:
         resume.clear()

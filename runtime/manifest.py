@@ -115,3 +115,15 @@ class Manifest(_Strict):
     @property
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes]
+
+    @property
+    def map_classes(self) -> list[ClassInfo]:
+        """The classes as written maps code them: the label raster's own values where training
+        recorded them (``provenance.label_values``) and they fit a byte map beside its nodata
+        255, else the model's ids 0..K-1 (CORINE's 111..523 do not fit)."""
+        values = self.provenance.get("label_values")
+        fits = (isinstance(values, list) and len(values) == len(self.classes) and len(set(values)) == len(values)
+                and all(isinstance(v, int) and 0 <= v < 255 for v in values))
+        if not fits:
+            return list(self.classes)
+        return [ClassInfo(id=v, name=c.name, color=c.color) for v, c in zip(values, self.classes)]

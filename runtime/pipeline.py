@@ -111,6 +111,10 @@ class BlockRunner:
         self.left = mem.zeros((self.k + 1, span, ov), np.float32)
         self.tiles_run = 0
         self.tiles_skipped = 0
+        # model id -> the value maps write (the label raster's own codes), None where they are the ids
+        values = [c.id for c in m.map_classes]
+        self.class_values = None if values == list(range(self.k)) else np.array(
+            [*values, *range(len(values), 255), kernels.NODATA_CLASS], np.uint8)
         #: raster row where this run's output starts; blocks above it are a halo whose tiles
         #: run only where they spill into it (a band of rows of a distributed run)
         self.first_row = 0
@@ -182,7 +186,7 @@ class BlockRunner:
         conf = kx.empty((oh, ow) if want_c else (1, 1), np.uint8)
         kx.finalize(slot.acc, slot.valid, classes, probs, conf, want_p, want_c)
         kx.zero(slot.acc)  # the slot is free for its next block
-        bands = [kx.to_host(classes)]
+        bands = [kx.to_host(classes) if self.class_values is None else self.class_values[kx.to_host(classes)]]
         if want_p:
             bands += list(kx.to_host(probs))
         if want_c:

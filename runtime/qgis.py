@@ -20,8 +20,9 @@ def sidecar_paths(final: Path) -> dict[str, Path]:
     return {"category names file": final.with_name(final.name + ".aux.xml"), "QGIS style": final.with_suffix(".qml")}
 
 
-def aux_xml(classes: list[ClassInfo], values: list[int]) -> ET.Element:
-    """GDAL PAM for band 1: category names by pixel value, and a RAT of value, name and colour."""
+def aux_xml(classes: list[ClassInfo]) -> ET.Element:
+    """GDAL PAM for band 1: category names by pixel value (the class ids), and a RAT of value, name and colour."""
+    values = [c.id for c in classes]
     root = ET.Element("PAMDataset")
     band = ET.SubElement(root, "PAMRasterBand", band="1")
     names = ET.SubElement(band, "CategoryNames")
@@ -42,8 +43,9 @@ def aux_xml(classes: list[ClassInfo], values: list[int]) -> ET.Element:
     return root
 
 
-def qml(classes: list[ClassInfo], values: list[int]) -> ET.Element:
-    """A QGIS paletted-renderer style: one entry per class, its colour and its name."""
+def qml(classes: list[ClassInfo]) -> ET.Element:
+    """A QGIS paletted-renderer style: one entry per class (value = its id), its colour and its name."""
+    values = [c.id for c in classes]
     root = ET.Element("qgis", version="3.28.0", styleCategories="Symbology")
     renderer = ET.SubElement(ET.SubElement(root, "pipe"), "rasterrenderer", type="paletted", band="1", opacity="1",
                              alphaBand="-1", nodataColor="")
@@ -54,10 +56,10 @@ def qml(classes: list[ClassInfo], values: list[int]) -> ET.Element:
     return root
 
 
-def write_sidecars(final: Path, classes: list[ClassInfo], values: list[int]) -> None:
-    """Write the ``.aux.xml`` and ``.qml`` of the class map ``final`` (pixel ``values[i]`` is ``classes[i]``)."""
+def write_sidecars(final: Path, classes: list[ClassInfo]) -> None:
+    """Write the ``.aux.xml`` and ``.qml`` of the class map ``final`` (pixel value = class id)."""
     paths = sidecar_paths(final)
-    for path, tree in ((paths["category names file"], aux_xml(classes, values)), (paths["QGIS style"], qml(classes, values))):
+    for path, tree in ((paths["category names file"], aux_xml(classes)), (paths["QGIS style"], qml(classes))):
         staged = temp_path(path, "partial")
         try:
             ET.ElementTree(tree).write(staged, encoding="utf-8", xml_declaration=True)

@@ -1,6 +1,8 @@
 """lulc-infer end to end on tiny rasters: georeference, nodata, seam-free tiling, outputs."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import rasterio
@@ -201,3 +203,33 @@ def test_class_names_reach_gis_software(trained_bundle, odd_raster, tmp_path):
     with rasterio.open(out) as dst:  # GDAL still opens the map with its sidecar, colours intact
         assert {k: v[:3] for k, v in dst.colormap(1).items() if k < len(classes)} == {c.id: tuple(c.color) for c in classes}
         assert dst.tags(1)["CLASS_0"] == classes[0].name
+
+
+def test_maps_keep_the_label_rasters_own_class_values(tmp_path):
+    """Labels coded 5, 6, 7 train a 3-class model (no phantom classes); its maps are coded
+    5, 6, 7 again, with names and colours to match, and `lulc change` reads them."""
+    import xml.etree.ElementTree as ET
+
+    from lulc.export.onnx import export_onnx
+    from lulc.training.train import TrainConfig, train
+
+    image, labels = synthetic_scene(96, 128, seed=8)
+    write_raster(tmp_path / "image.tif", image, descriptions=BANDS)
+    write_raster(tmp_path / "labels.tif", (labels + 5).astype(np.uint8), nodata=255)
+    out = tmp_path / "bundle"
+    train(TrainConfig(image=str(tmp_path / "image.tif"), labels=str(tmp_path / "labels.tif"), output=str(out),
+                      epochs=1, tile=32, stride=16, split_block=32, depth=2, width=4, batch_size=8,
+                      infer_tile=64, infer_overlap=16))
+    export_onnx(Bundle.load(out))
+    assert len(Bundle.load(out).manifest.classes) == 3
+    assert _invoke(out, tmp_path / "image.tif", "-o", tmp_path / "a.tif").exit_code == 0
+    with rasterio.open(tmp_path / "a.tif") as dst:
+        values = set(np.unique(dst.read(1))) - {NODATA_CLASS}
+        names = json.loads(dst.tags(1)["CLASS_NAMES"])
+        assert values and values <= {5, 6, 7} and sorted(map(int, names)) == [5, 6, 7]
+        assert set(dst.colormap(1)) >= {5, 6, 7}
+    rows = [[f.text for f in row.iter("F")][0] for row in ET.parse(tmp_path / "a.tif.aux.xml").getroot().iter("Row")]
+    assert rows == ["5", "6", "7"]
+    result = CliRunner().invoke(main, ["change", str(tmp_path / "a.tif"), str(tmp_path / "a.tif"), "-o",
+                                       str(tmp_path / "c.tif")])
+    assert result.exit_code == 0 and "0.00 of" in result.output, result.output
