@@ -49,11 +49,12 @@ def format_table(metrics: dict) -> str:
     """The printed report: summary, per-class table, and with a baseline its figures beside
     the model's (an ``RF F1`` column and a summary line)."""
     base = metrics.get("baseline")
+    w = max(14, *(len(name) + 2 for name in metrics["per_class"]))
     lines = [_summary(metrics),
-             f"{'class':<14}{'precision':>10}{'recall':>10}{'F1':>8}" + (f"{'RF F1':>8}" if base else "") + f"{'pixels':>10}"]
+             f"{'class':<{w}}{'precision':>10}{'recall':>10}{'F1':>8}" + (f"{'RF F1':>8}" if base else "") + f"{'pixels':>10}"]
     for name, m in metrics["per_class"].items():
         rf = f"{base['per_class'][name]['f1']:>8.3f}" if base else ""
-        lines.append(f"{name:<14}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>8.3f}{rf}{m['support']:>10}")
+        lines.append(f"{name:<{w}}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>8.3f}{rf}{m['support']:>10}")
     if base:
         lines.append(f"random forest ({base['trees']} trees, {base['train_samples']} training {base['unit']}s): "
                      + _summary(base))
