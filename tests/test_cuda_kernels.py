@@ -130,7 +130,7 @@ def test_device_resident_pipeline_equals_cpu_pipeline(bundle_copy, tmp_path, mon
     path = write_raster(tmp_path / "in.tif", image, descriptions=BANDS)
     maps = []
     for session in (PixelSession(), DeviceSession()):
-        monkeypatch.setattr(infer, "prepare", lambda bundle, *options, s=session: s)
+        monkeypatch.setattr(infer, "prepare", lambda bundle, *options, s=session, **kw: s)
         out = tmp_path / f"{session.name}.tif"
         run_inference(bundle_copy, path, out, InferOptions(tile=16, overlap=4, block_px=12, confidence=True,
                                                            progress=False))

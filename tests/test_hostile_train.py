@@ -146,3 +146,12 @@ def test_overwrite_replaces_a_bundle_quietly_and_evaluate_runs_anywhere(trained_
     result = cli("evaluate", workspace / "bundle", "-o", workspace / "eval")
     assert result.exit_code == 0, result.output
     assert (workspace / "eval" / "metrics.json").is_file()
+
+
+def test_a_second_run_on_the_same_output_is_refused(workspace):
+    from lulc.runtime.outputs import locked
+
+    out = workspace / "out"
+    with locked(out):  # what a first `lulc train -o out` holds for its whole run
+        refused(cli(*train_args(workspace, out)), "another run is writing")
+    assert not out.exists() and not (workspace / ".out.partial").exists()
