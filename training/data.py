@@ -197,7 +197,7 @@ def count_test_blocks(test: TileSet) -> int | None:
     raster with the default block of 2 x tile leaves one test block of nine)."""
     n = block_count(test)
     if n is not None and n < MIN_TEST_BLOCKS:
-        logger.warning("the test metrics come from %d spatial block(s) only (%d px each): treat them as anecdotal, "
+        logger.warning("these metrics come from %d spatial block(s) only (%d px each): treat them as anecdotal, "
                        "or use a smaller --split-block (at least the tile size) for more test blocks",
                        n, test.split_record["block_px"])
     return n
