@@ -9,12 +9,15 @@ seed, same blocks), so each plays one role and none leaks into another's:
 * **train** calibrates: activation ranges from onnxruntime's percentile calibration. Plain
   min/max ranges are stretched by rare outliers (78-86 % agreement on val for the sample
   U-Net, all convolutions int8); clipping at the 99.9th-99.99th percentile gave 98.6-99.0 %.
-  onnxruntime 1.32's entropy calibration gave the same figures as min/max, so it is not offered.
-* **val** chooses: the clipping percentile, then which convolutions stay in float. Each
-  convolution is quantised alone and ranked by the agreement it costs; the most sensitive
-  ones (on the sample: the first conv on the raw bands, the classifier, the full-resolution
-  encoder and decoder convs) are kept in float, one at a time, until val clears the gate by
-  SELECTION_MARGIN; then any float node val no longer needs is given back to int8.
+  Entropy calibration is not offered: ``quantize_static`` (onnxruntime 1.32) passes it no bin
+  counts, so it searches 128 histogram bins for a 128-bin range and returns min/max.
+* **val** chooses: the clipping percentile, then which nodes stay in float. Nodes that run
+  faster in float stay float (onnxruntime's ConvTranspose, on the sample). The others are
+  ranked by the agreement each costs when quantised alone over the time it adds when kept in
+  float (measured), and kept in float in that order until val clears the gate by
+  SELECTION_MARGIN; then any float node val no longer needs is given back to int8. On the
+  sample: the first conv on the raw bands, the classifier, the full-resolution encoder and
+  decoder convs.
 * **test** only judges, so the figures in the manifest are not tuned to it.
 
 One artefact for CPUs and GPUs: int8 per-channel weights and int8 *symmetric* activations
@@ -31,6 +34,7 @@ import io
 import logging
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -61,6 +65,8 @@ PERCENTILES = (99.99, 99.999, 99.9)
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 #: beyond this share of float nodes int8 no longer pays for its Q/DQ and layout changes
 MAX_FLOAT_SHARE = 0.5
+#: a node runs "faster in float" only beyond this share of the all-int8 time (timing noise)
+TIMING_NOISE = 0.03
 ARTIFACT, DEST = "onnx-int8", "model.int8.onnx"
 
 
@@ -188,32 +194,67 @@ class Quantizer:
         return dst
 
 
+def seconds(path: Path, x: np.ndarray, runs: int = 3) -> float:
+    """Fastest of ``runs`` single-threaded calls on ``x``: what one lulc-infer CPU caller pays."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x}
+    session.run(None, feed)
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def float_costs(q: Quantizer, percentile: float, probe: np.ndarray) -> tuple[float, dict[str, float]]:
+    """All-int8 seconds on ``probe`` and the seconds each node adds when it alone stays float.
+
+    Measured, not estimated from multiply-adds: onnxruntime's int8 kernels are not uniformly
+    faster. On the sample U-Net a float 1x1 classifier between int8 layers added 24 % (layout
+    changes around it), a float first conv nothing, and the ConvTransposes ran faster in float.
+    """
+    base = seconds(q.quantize(percentile), probe)
+    return base, {n: seconds(q.quantize(percentile, exclude=[n]), probe) - base for n in q.nodes}
+
+
 def select(q: Quantizer, percentiles: tuple[float, ...], calibration: np.ndarray, val: Split, task: str,
-           ignore: int) -> tuple[float, list[str], dict, dict]:
-    """(percentile, float nodes, val figures, val agreement per percentile tried), all chosen on val."""
+           ignore: int, probe: np.ndarray) -> tuple[float, dict[str, list[str]], dict, dict]:
+    """(percentile, float nodes by reason, val figures, val agreement per percentile), chosen on val.
+
+    Nodes that run faster in float stay float. If val still falls short, nodes are kept in
+    float in order of agreement bought per second: each node's loss (quantised alone) over
+    its measured float cost, so cheap sensitive nodes go first and the costly ones last.
+    """
     def on_val(path: Path) -> dict:
         return measure(val, probabilities(path, val.x), task, ignore)
 
     tried = {str(p): on_val(q.quantize(p, tiles=calibration)) for p in percentiles}
     best = max(percentiles, key=lambda p: tried[str(p)]["argmax_agreement"])
     logger.info("int8 val agreement per clipping percentile: %s", {p: f["argmax_agreement"] for p, f in tried.items()})
-    figures, floats = tried[str(best)], []
+    base, cost = float_costs(q, best, probe)
+    noise = TIMING_NOISE * base
+    speed = [n for n in q.nodes if cost[n] < -noise]
+    figures, chosen = on_val(q.quantize(best, exclude=speed)) if speed else tried[str(best)], []
     if not passes(figures, SELECTION_MARGIN):
-        cost = {n: 1 - on_val(q.quantize(best, only=[n]))["argmax_agreement"] for n in q.nodes}
-        ranked = sorted(q.nodes, key=lambda n: -cost[n])[: int(MAX_FLOAT_SHARE * len(q.nodes))]
-        logger.info("int8 sensitivity on val (agreement lost per node): %s", {n: round(cost[n], 5) for n in ranked})
+        loss = {n: 1 - on_val(q.quantize(best, only=[n]))["argmax_agreement"] for n in q.nodes if n not in speed}
+        ranked = sorted(loss, key=lambda n: -loss[n] / max(cost[n], noise))[: int(MAX_FLOAT_SHARE * len(q.nodes))]
+        logger.info("int8 per node on val: agreement lost, float cost (ms): %s",
+                    {n: (round(loss[n], 5), round(1e3 * cost[n], 1)) for n in ranked})
         for node in ranked:
-            floats.append(node)
-            figures = on_val(q.quantize(best, exclude=floats))
+            chosen.append(node)
+            figures = on_val(q.quantize(best, exclude=speed + chosen))
             if passes(figures, SELECTION_MARGIN):
                 break
-        # single-node costs overlap: give back to int8 any float node val no longer needs
-        for node in floats[-2::-1] if passes(figures, SELECTION_MARGIN) else ():
-            trial = on_val(q.quantize(best, exclude=[n for n in floats if n != node]))
+        # single-node losses overlap: give back to int8 any float node val no longer needs, dearest first
+        for node in sorted(chosen[:-1], key=lambda n: -cost[n]) if passes(figures, SELECTION_MARGIN) else ():
+            trial = on_val(q.quantize(best, exclude=speed + [n for n in chosen if n != node]))
             if passes(trial, SELECTION_MARGIN):
-                floats.remove(node)
+                chosen.remove(node)
                 figures = trial
-    return best, floats, figures, {p: round(f["argmax_agreement"], 6) for p, f in tried.items()}
+    return best, {"speed": speed, "agreement": chosen}, figures, {p: round(f["argmax_agreement"], 6) for p, f in tried.items()}
 
 
 def refusal(figures: dict, floats: int, total: int) -> str:
@@ -236,7 +277,10 @@ def export_int8(bundle: Bundle) -> dict[str, dict]:
     calibration = calibration_tiles(splits["train"], seed)
     with tempfile.TemporaryDirectory(prefix="lulc-int8-") as tmp:
         q = Quantizer(src, Path(tmp))
-        percentile, floats, val_figures, tried = select(q, PERCENTILES, calibration, val, m.task, m.ignore_index)
+        size = min(m.tile.size, 512)
+        probe = np.random.default_rng(seed).normal(size=(2, size, size, calibration.shape[-1])).astype(np.float32)
+        percentile, why, val_figures, tried = select(q, PERCENTILES, calibration, val, m.task, m.ignore_index, probe)
+        floats = why["speed"] + why["agreement"]
         candidate = q.quantize(percentile, exclude=floats)
         figures = measure(test, probabilities(candidate, test.x), m.task, m.ignore_index)
         if not passes(figures):
@@ -248,7 +292,10 @@ def export_int8(bundle: Bundle) -> dict[str, dict]:
             "calibration": {"method": "percentile", "percentile": percentile, "split": "train",
                             "tiles": int(len(calibration)), "tile_px": int(calibration.shape[1]), "seed": seed,
                             "val_agreement_per_percentile": tried},
-            "float_nodes": floats, "quantized_nodes": len(q.nodes) - len(floats),
+            "float_nodes": floats, "float_for_speed": why["speed"], "float_for_agreement": why["agreement"],
+            "quantized_nodes": len(q.nodes) - len(floats),
+            "speed_vs_fp32": round(seconds(src, probe) / seconds(candidate, probe), 3),
+            "speed_probe": f"one thread, 2 x {size} x {size} px, fastest of 3",
             "selection": {"split": "val", **{k: val_figures[k] for k in ("argmax_agreement", "accuracy_drop")}},
             "onnxruntime": ort.__version__,
         }

@@ -62,6 +62,8 @@ def test_cli_int8_passes_the_gate_records_calibration_and_agrees_with_fp32(copy)
     calibration = art.details["calibration"]
     assert calibration["split"] == "train" and calibration["method"] == "percentile"
     assert calibration["tiles"] == 72 and calibration["percentile"] in int8.PERCENTILES  # all 72 training tiles
+    assert art.details["speed_vs_fp32"] > 0 and set(art.details["float_nodes"]) == {
+        *art.details["float_for_speed"], *art.details["float_for_agreement"]}
     assert art.parity["split"] == "test" and art.parity["min_agreement"] == int8.AGREEMENT
     assert art.parity["argmax_agreement"] >= int8.AGREEMENT and art.parity["accuracy_drop"] <= int8.MAX_ACCURACY_DROP
     assert art.parity["tiles"] == 18 and art.parity["valid_units"] == 18 * 32 * 32
@@ -88,8 +90,14 @@ def zeros(train, seed=0):
     return np.zeros_like(train.x[:16])
 
 
+def untimed(q, percentile, probe):
+    """Float costs of zero: what stays float depends on agreement only, not on this machine's timings."""
+    return 1.0, dict.fromkeys(q.nodes, 0.0)
+
+
 def test_a_quantisation_calibrated_on_zeros_is_refused_and_writes_nothing(copy, monkeypatch):
     monkeypatch.setattr(int8, "calibration_tiles", zeros)
+    monkeypatch.setattr(int8, "float_costs", untimed)
     monkeypatch.setattr(int8, "MAX_FLOAT_SHARE", 0.0)  # no node may be rescued by keeping it in float
     before = (copy / "bundle.json").read_text()
     with pytest.raises(ParityError) as err:
@@ -104,10 +112,12 @@ def test_the_search_keeps_the_damaged_nodes_in_float(copy, monkeypatch, tmp_path
     # Zero tiles give the first two convolutions (raw bands in, then their output) empty
     # ranges; deeper ones still see the BN biases. The val search finds exactly those two.
     monkeypatch.setattr(int8, "calibration_tiles", zeros)
+    monkeypatch.setattr(int8, "float_costs", untimed)
     figures = int8.export_int8(Bundle.load(copy))["onnx-int8"]
     details = Bundle.load(copy).manifest.artifacts["onnx-int8"].details
     graph = int8.Quantizer(copy / "model.onnx", tmp_path)
-    assert sorted(details["float_nodes"]) == sorted(graph.nodes[:2]) and details["quantized_nodes"] == 11
+    assert sorted(details["float_for_agreement"]) == sorted(graph.nodes[:2]) and details["float_for_speed"] == []
+    assert details["float_nodes"] == details["float_for_agreement"] and details["quantized_nodes"] == 11
     assert details["selection"]["argmax_agreement"] >= int8.AGREEMENT + int8.SELECTION_MARGIN
     assert figures["argmax_agreement"] >= int8.AGREEMENT
 
