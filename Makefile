@@ -48,6 +48,7 @@ demo: venv web/node_modules/.installed
 	$(BIN)/lulc export --target onnx $(DEMO)/bundle
 	$(BIN)/lulc-infer $(DEMO)/bundle data/sample/image.tif -o $(DEMO)/landcover.tif \
 		--quicklook $(DEMO)/landcover.png --overwrite
+	$(BIN)/lulc evaluate $(DEMO)/bundle --baseline rf
 	@$(BIN)/python -m lulc.training.report $(DEMO)/bundle $(DEMO)/landcover.tif $(DEMO)/landcover.png
 
 # The edge wheel (README, "Install"): the runtime, the training and export code, and the browser
