@@ -7,7 +7,7 @@
 2. The browser page as package data: ``web/`` installs as ``lulc/web/`` (``index.html``,
    ``style.css``, ``js/``, the TF.js parity script), and the library files named in
    ``web/vendor.txt`` are copied from ``web/node_modules`` into the wheel, so ``lulc serve``
-   works offline from an installed wheel (``lulc.runtime.webpage.web_root()``).
+   works offline from an installed wheel (``lulc.runtime.tools.webpage.web_root()``).
 
 A checkout without ``web/node_modules`` (no ``npm ci --prefix web`` yet) still builds a wheel,
 with a warning: that wheel's ``lulc serve`` says in one line how to get the libraries.

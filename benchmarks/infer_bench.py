@@ -47,7 +47,7 @@ def case_baseline(bundle_dir: str, raster: str, out: str) -> dict:
     from rasterio.windows import Window
 
     from lulc.runtime.backends.keras_backend import load_keras_model
-    from lulc.runtime.bundle import Bundle
+    from lulc.runtime.core.bundle import Bundle
 
     t0 = time.perf_counter()
     bundle = Bundle.load(bundle_dir)
@@ -94,10 +94,10 @@ def case_limit(bundle_dir: str, raster: str, backend: str, precision: str, tile:
     import rasterio
 
     from lulc.runtime.backends import prepare, run_all
-    from lulc.runtime.bundle import Bundle
+    from lulc.runtime.core.bundle import Bundle
     from lulc.runtime.infer import InferOptions, tile_geometry
     from lulc.runtime.pipeline import BlockRunner
-    from lulc.runtime.rasters import input_nodata
+    from lulc.runtime.io.rasters import input_nodata
     from lulc.runtime.tiling import make_grid
 
     bundle = Bundle.load(bundle_dir)
@@ -136,7 +136,7 @@ def cases_here(bundle: str) -> list[tuple[str, str, dict]]:
     import onnxruntime as ort
 
     from lulc.runtime.backends.keras_backend import jax_gpu_available
-    from lulc.runtime.bundle import Bundle
+    from lulc.runtime.core.bundle import Bundle
 
     fp32 = {"backend": "onnx", "precision": "fp32", "group": "onnx fp32"}
     big = {**fp32, "tile": WIDE_TILE, "group": f"onnx fp32 {WIDE_TILE}"}

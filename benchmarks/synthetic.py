@@ -13,7 +13,7 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from lulc.runtime.bundle import Bundle
+from lulc.runtime.core.bundle import Bundle
 
 BLOCK = 1024
 

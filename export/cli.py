@@ -24,8 +24,8 @@ TARGETS = ("onnx", "trt", "tfjs")
 @handle_errors
 def export(bundle, target, opset, fp16, int8, precision, max_batch):
     """Export the Keras model of BUNDLE, verified against Keras before it is written."""
-    from lulc.runtime.bundle import Bundle
-    from lulc.runtime.errors import BackendUnavailable
+    from lulc.runtime.core.bundle import Bundle
+    from lulc.runtime.core.errors import BackendUnavailable
 
     if int8 and target not in ("onnx", "all"):
         raise click.UsageError("--int8 writes an ONNX model: use it with --target onnx or all")

@@ -44,8 +44,8 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from lulc.export.parity import staging
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BundleError, LulcError, ParityError
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import BundleError, LulcError, ParityError
 
 logger = logging.getLogger(__name__)
 

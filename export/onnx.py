@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from lulc.export.parity import compare, keras_reference, staging, verify_and_record
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import ParityError
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import ParityError
 
 __all__ = ["convert", "export_onnx", "keras_reference", "run_onnx", "to_fp16"]
 

@@ -9,8 +9,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import ParityError
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import ParityError
 
 logger = logging.getLogger(__name__)
 

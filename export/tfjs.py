@@ -22,8 +22,8 @@ from typing import Iterator
 import numpy as np
 
 from lulc.export.parity import keras_reference, staging, verify_and_record
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BackendUnavailable, ParityError
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import BackendUnavailable, ParityError
 
 #: same bar as fp32 ONNX: tfjs runs the same float32 graph, so only rounding may differ
 TOLERANCE = 1e-4

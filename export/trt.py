@@ -21,8 +21,8 @@ from lulc.export.int8 import ARTIFACT as INT8_ARTIFACT
 from lulc.export.onnx import OPSET, convert, simplify_if_faithful, to_fp16
 from lulc.export.parity import predict, staging, verify_and_record
 from lulc.runtime.backends.trt import EngineTarget, TrtSession, current_target, import_tensorrt
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BackendUnavailable, BundleError
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import BackendUnavailable, BundleError
 
 logger = logging.getLogger(__name__)
 

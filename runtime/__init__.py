@@ -10,6 +10,6 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"
 
-from lulc.runtime.errors import LulcError  # noqa: E402
+from lulc.runtime.core.errors import LulcError  # noqa: E402
 
 __all__ = ["LulcError", "__version__"]

@@ -21,8 +21,8 @@ from urllib.parse import urljoin, urlsplit
 import rasterio
 from tqdm.auto import tqdm
 
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import InputRasterError, OutputError
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import InputRasterError, OutputError
 from lulc.runtime.infer import InferOptions, RunSummary, run_inference
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 import click
 
 from lulc.runtime import __version__
-from lulc.runtime.errors import LulcError
+from lulc.runtime.core.errors import LulcError
 
 # TensorFlow's C++ start-up chatter would drown our own messages (set it to 0 to see it);
 # this must happen before a subcommand's module can import TensorFlow.

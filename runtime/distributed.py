@@ -37,13 +37,13 @@ import rasterio
 from tqdm.auto import tqdm
 
 from lulc.runtime.backends import prepare
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BackendUnavailable, InputRasterError, Interrupted
-from lulc.runtime.outputs import temp_path
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import BackendUnavailable, InputRasterError, Interrupted
+from lulc.runtime.io.outputs import temp_path
 from lulc.runtime.pipeline import BlockRunner, stream_blocks
-from lulc.runtime.rasters import input_nodata, open_input
+from lulc.runtime.io.rasters import input_nodata, open_input
 from lulc.runtime.tiling import TileGrid, make_grid
-from lulc.runtime.writer import PartialMap, PartMap, map_tags
+from lulc.runtime.io.writer import PartialMap, PartMap, map_tags
 
 if TYPE_CHECKING:
     from distributed import Client

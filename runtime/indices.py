@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lulc.runtime.errors import InputRasterError
+from lulc.runtime.core.errors import InputRasterError
 
 #: index name -> (a, b) for (a - b) / (a + b), with accepted band-name aliases for each
 INDICES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

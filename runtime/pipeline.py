@@ -16,18 +16,18 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from rasterio.windows import Window
 
-from lulc.runtime import kernels
+from lulc.runtime.kernels import block_ops
 from lulc.runtime.backends import Session, run_all
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BundleError
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import BundleError
 from lulc.runtime.indices import fill_indices, index_bands
-from lulc.runtime.rasters import read_padded
-from lulc.runtime.temporal_kernels import kernels_for
+from lulc.runtime.io.mapformat import NODATA_CLASS
+from lulc.runtime.io.rasters import read_padded
 from lulc.runtime.tiling import Block, TileGrid, blend_weights
 
 if TYPE_CHECKING:
     from lulc.runtime.infer import InferOptions
-    from lulc.runtime.resume import ResumeState
+    from lulc.runtime.io.resume import ResumeState
 
 
 class BlockSink(Protocol):
@@ -77,17 +77,13 @@ class BlockRunner:
 
     def __init__(self, bundle: Bundle, session: Session, grid: TileGrid, opts: InferOptions, nodata, bands: int):
         m = bundle.manifest
-        self.on_device = bool(getattr(session, "device_io", False))
-        if self.on_device:
-            from lulc.runtime import cuda_kernels as mem
-        else:
-            mem = kernels
+        self.on_device = session.device_io
+        self.ops = block_ops(self.on_device, m, nodata)
+        arrays = self.ops.arrays  # the buffers live where the session wants its input
         self.session = session
         self.grid = grid
         self.opts = opts
-        self.batch = opts.batch_size or getattr(session, "batch_size", None) or auto_batch(grid.size)
-        self.nodata = np.nan if nodata is None else float(nodata)
-        self.use_nodata = nodata is not None
+        self.batch = opts.batch_size or session.batch_size or auto_batch(grid.size)
         mean = np.asarray(m.normalization.mean, dtype=np.float32)
         inv_std = (1.0 / np.maximum(np.asarray(m.normalization.std, dtype=np.float32), 1e-6)).astype(np.float32)
         self.k = len(m.classes)
@@ -99,22 +95,20 @@ class BlockRunner:
         self.slots = []
         for _ in range(2):  # the reader fills one while the model works on the other
             host = np.empty((bands, span, span), np.float32)
-            raw = host if mem is kernels else mem.empty(host.shape, np.float32)
-            self.slots.append(_Slot(host, raw, mem.empty((span, span), np.bool_),
-                                    mem.empty((n, size, size, bands), np.float32), mem.empty(n, np.int64),
-                                    mem.zeros((self.k + 1, span, span), np.float32)))
-        self.kx = kernels.for_array(self.slots[0].acc)
-        self.px = kernels_for(m, self.kx)  # mask/pack: per date for time-series bundles
-        self.mean, self.inv_std = mem.to_device(mean), mem.to_device(inv_std)
-        self.weight = mem.to_device(blend_weights(size, ov))
-        self.pending = mem.zeros((self.k + 1, ov, grid.width + span), np.float32)
-        self.left = mem.zeros((self.k + 1, span, ov), np.float32)
+            raw = arrays.empty(host.shape, np.float32) if self.on_device else host
+            self.slots.append(_Slot(host, raw, arrays.empty((span, span), np.bool_),
+                                    arrays.empty((n, size, size, bands), np.float32), arrays.empty(n, np.int64),
+                                    arrays.zeros((self.k + 1, span, span), np.float32)))
+        self.mean, self.inv_std = arrays.to_device(mean), arrays.to_device(inv_std)
+        self.weight = arrays.to_device(blend_weights(size, ov))
+        self.pending = arrays.zeros((self.k + 1, ov, grid.width + span), np.float32)
+        self.left = arrays.zeros((self.k + 1, span, ov), np.float32)
         self.tiles_run = 0
         self.tiles_skipped = 0
         # model id -> the value maps write (the label raster's own codes), None where they are the ids
         values = [c.id for c in m.map_classes]
         self.class_values = None if values == list(range(self.k)) else np.array(
-            [*values, *range(len(values), 255), kernels.NODATA_CLASS], np.uint8)
+            [*values, *range(len(values), 255), NODATA_CLASS], np.uint8)
         #: raster row where this run's output starts; blocks above it are a halo whose tiles
         #: run only where they spill into it (a band of rows of a distributed run)
         self.first_row = 0
@@ -129,11 +123,10 @@ class BlockRunner:
 
     def pack(self, block: Block, slot: _Slot) -> None:
         """Mask nodata and cut the block into normalised model tiles, where the slot's buffers live."""
-        kx = self.kx
-        kx.to_device(slot.raw_host, slot.raw)
-        self.px.mask_nodata(slot.raw[: self.bands], self.nodata, self.use_nodata, slot.valid)
+        self.ops.arrays.to_device(slot.raw_host, slot.raw)
+        self.ops.mask(slot.raw[: self.bands], slot.valid)
         n = len(block.tile_ys)
-        self.px.pack_tiles(slot.raw, slot.valid, block.tile_ys, block.tile_xs, self.mean, self.inv_std,
+        self.ops.pack(slot.raw, slot.valid, block.tile_ys, block.tile_xs, self.mean, self.inv_std,
                       slot.packed[:n], slot.counts[:n])
 
     def launch(self, block: Block, slot: _Slot) -> tuple[list, Iterator]:
@@ -145,7 +138,7 @@ class BlockRunner:
         if self.on_device:  # device kernels are queued from this one thread, in order
             self.pack(block, slot)
         n = len(block.tile_ys)
-        live = self.kx.to_host(slot.counts[:n]) > 0  # all-nodata tiles never reach the model
+        live = self.ops.arrays.to_host(slot.counts[:n]) > 0  # all-nodata tiles never reach the model
         self.tiles_skipped += n - int(live.sum())
         if block.y0 < self.first_row:  # a halo block: only tiles reaching the rows this run owns
             live &= block.y0 + block.tile_ys + self.grid.size > self.first_row
@@ -155,12 +148,12 @@ class BlockRunner:
 
     def compute(self, block: Block, slot: _Slot, launched: tuple[list, Iterator]) -> None:
         """Blend the block's model results (from :meth:`launch`), with the carried strips, into ``slot.acc``."""
-        kx, acc, ov = self.kx, slot.acc, self.grid.overlap
+        arrays, acc, ov = self.ops.arrays, slot.acc, self.grid.overlap
         for (a, b), probs in zip(*launched):
             if probs.shape[1:] != (self.grid.size, self.grid.size, self.k):
                 raise BundleError(f"the model returned {tuple(probs.shape)} for {b - a} tiles of {self.grid.size} px, "
                                   f"expected {self.k} class channels (bundle.json lists {self.k} classes)")
-            kx.blend_accumulate(probs, block.tile_ys[a:b], block.tile_xs[a:b], self.weight, acc)
+            arrays.blend_accumulate(probs, block.tile_ys[a:b], block.tile_xs[a:b], self.weight, acc)
             self.tiles_run += b - a
         if not ov:
             return
@@ -169,28 +162,28 @@ class BlockRunner:
         # a last-column block may own more than span - overlap columns, and spills nothing right
         width = min(ow + ov, self.grid.acc_span)
         if block.col > 0:
-            kx.add_into(acc[:, :, :ov], self.left)
-        kx.add_into(acc[:, :ov, :width], self.pending[:, :, x0 : x0 + width])
-        kx.zero(self.pending[:, :, x0 : x0 + width])
+            arrays.add_into(acc[:, :, :ov], self.left)
+        arrays.add_into(acc[:, :ov, :width], self.pending[:, :, x0 : x0 + width])
+        arrays.zero(self.pending[:, :, x0 : x0 + width])
         if not block.last_col:
-            kx.copy_into(self.left, acc[:, :, ow : ow + ov])
+            arrays.copy_into(self.left, acc[:, :, ow : ow + ov])
         if not block.last_row:
-            kx.add_into(self.pending[:, :, x0 : x0 + ow], acc[:, oh : oh + ov, :ow])
+            arrays.add_into(self.pending[:, :, x0 : x0 + ow], acc[:, oh : oh + ov, :ow])
 
     def finalize(self, block: Block, slot: _Slot) -> list[np.ndarray]:
         """Class (and optional probability/confidence) bands of the block's owned area, on the host."""
-        oh, ow, kx = block.owned_h, block.owned_w, self.kx
+        oh, ow, arrays = block.owned_h, block.owned_w, self.ops.arrays
         want_p, want_c = self.opts.probabilities, self.opts.confidence
-        classes = kx.empty((oh, ow), np.uint8)
-        probs = kx.empty((self.k, oh, ow) if want_p else (1, 1, 1), np.uint8)
-        conf = kx.empty((oh, ow) if want_c else (1, 1), np.uint8)
-        kx.finalize(slot.acc, slot.valid, classes, probs, conf, want_p, want_c)
-        kx.zero(slot.acc)  # the slot is free for its next block
-        bands = [kx.to_host(classes) if self.class_values is None else self.class_values[kx.to_host(classes)]]
+        classes = arrays.empty((oh, ow), np.uint8)
+        probs = arrays.empty((self.k, oh, ow) if want_p else (1, 1, 1), np.uint8)
+        conf = arrays.empty((oh, ow) if want_c else (1, 1), np.uint8)
+        arrays.finalize(slot.acc, slot.valid, classes, probs, conf, want_p, want_c)
+        arrays.zero(slot.acc)  # the slot is free for its next block
+        bands = [arrays.to_host(classes) if self.class_values is None else self.class_values[arrays.to_host(classes)]]
         if want_p:
-            bands += list(kx.to_host(probs))
+            bands += list(arrays.to_host(probs))
         if want_c:
-            bands.append(kx.to_host(conf))
+            bands.append(arrays.to_host(conf))
         return bands
 
 
@@ -234,7 +227,7 @@ def stream_blocks(runner: BlockRunner, src, partial: BlockSink, blocks: list[Blo
             row_writes.clear()
             crc = partial.sync()
             if resume is not None:
-                resume.save(block.row + 1, runner.kx.to_host(runner.pending), crc)
+                resume.save(block.row + 1, runner.ops.arrays.to_host(runner.pending), crc)
         done_px = (block.y0 + block.owned_h) * src.width
         bar.set_postfix(mpix_s=f"{done_px / 1e6 / max(time.perf_counter() - t0, 1e-9):.2f}")
         bar.update(1)

@@ -6,12 +6,19 @@ copied per test that changes it, so the suite stays fast on two cores.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from click.testing import CliRunner
 from rasterio.transform import from_origin
+
+from lulc.runtime.backends import Session
+from lulc.runtime.cli import main
 
 BANDS = ["B02", "B03", "B04", "B08"]
 CRS = "EPSG:32633"
@@ -66,7 +73,7 @@ def scene(tmp_path_factory) -> dict:
 def trained_bundle(scene, tmp_path_factory) -> Path:
     """A bundle trained one epoch on the scene, exported to ONNX (read-only: copy to modify)."""
     from lulc.export.onnx import export_onnx
-    from lulc.runtime.bundle import Bundle
+    from lulc.runtime.core.bundle import Bundle
     from lulc.training.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("bundles") / "unet"
@@ -89,3 +96,83 @@ def listing(files: tuple[str, ...] = (), maps: tuple[str, ...] = ()) -> list[str
     """Sorted file names of a folder holding ``files`` and the class ``maps`` lulc-infer wrote,
     each with the ``.aux.xml`` and ``.qml`` sidecars it writes beside a map."""
     return sorted([*files, *maps, *(m + ".aux.xml" for m in maps), *(m.rsplit(".", 1)[0] + ".qml" for m in maps)])
+
+
+# ---- helpers shared by several test modules ----------------------------------------------
+
+class PixelSession(Session):
+    """A per-pixel 'model' (softmax of a fixed linear map of the bands): every tile predicts
+    exactly what the whole image would, so any seam or carry bug shows as a difference."""
+
+    name = "pixel"
+    device = "numpy"
+    precision = "fp32"
+
+    def __init__(self, classes: int = 3):
+        self.proj = np.linspace(-1.0, 1.0, len(BANDS) * classes, dtype=np.float32).reshape(len(BANDS), classes)
+        self.calls = 0
+        self.tiles = 0
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        self.tiles += len(batch)
+        return self.predict(batch)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        z = x @ self.proj
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def session(monkeypatch) -> "PixelSession":
+    """A fast per-pixel model in place of the bundle's, for every run of lulc.runtime.infer."""
+    from lulc.runtime import infer
+
+    s = PixelSession()
+    monkeypatch.setattr(infer, "prepare", lambda bundle, *options, **kw: s)
+    return s
+
+
+def one_line_failure(code: int, output: str, match: str) -> str:
+    """Exit code 1 and exactly one non-empty line, naming ``match``, without a traceback."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert code == 1, output
+    assert "Traceback" not in output and len(lines) == 1, output
+    assert match in lines[0], lines[0]
+    return lines[0]
+
+
+BLOCKER = textwrap.dedent(
+    """
+    import sys
+
+    class _NoTensorFlow:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("tensorflow", "tf_keras", "tf2onnx"):
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, _NoTensorFlow())
+    """
+)
+
+
+def run_without_tensorflow(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def cli_fails(args: list, match: str) -> str:
+    """Run ``lulc ARGS`` in-process (CliRunner) and expect a one-line failure."""
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return one_line_failure(result.exit_code, result.output, match)
+
+
+def infer_fails(bundle: Path, image: Path, match: str, *extra: str) -> str:
+    """``lulc infer`` refuses with one line and leaves nothing at or beside its output."""
+    out = image.parent / "out" / "map.tif"
+    out.parent.mkdir(exist_ok=True)
+    line = cli_fails(["infer", bundle, image, "-o", out, "--no-progress", *extra], match)
+    assert not list(out.parent.iterdir()), list(out.parent.iterdir())
+    return line

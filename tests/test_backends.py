@@ -14,9 +14,9 @@ import rasterio
 from conftest import BANDS, synthetic_scene, write_raster
 from lulc.runtime import backends
 from lulc.runtime.backends import device_arrays, keras_backend, ort, trt
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import LulcError
-from test_runtime_no_tf import _run
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import LulcError
+from conftest import run_without_tensorflow
 
 
 def _tiles(bundle: Bundle, n: int = 3) -> np.ndarray:
@@ -58,7 +58,7 @@ def test_keras_backend_on_jax_without_tensorflow(trained_bundle, tmp_path):
     image, _ = synthetic_scene(70, 90, seed=3)
     src = write_raster(tmp_path / "in.tif", image, descriptions=BANDS)
     outs = {name: tmp_path / f"{name}.tif" for name in ("keras", "onnx")}
-    proc = _run(f"""
+    proc = run_without_tensorflow(f"""
         import os
         os.environ.pop("KERAS_BACKEND", None)
         from lulc.runtime.infer import InferOptions, run_inference
@@ -94,7 +94,7 @@ def test_auto_prefers_gpu_engines(trained_bundle, monkeypatch):
 
 
 def test_jax_gpu_check_does_not_import_jax_without_a_cuda_plugin():
-    proc = _run("""
+    proc = run_without_tensorflow("""
         from lulc.runtime.backends.keras_backend import jax_cuda_plugin_installed, jax_gpu_available
         has_plugin = jax_cuda_plugin_installed()
         print(jax_gpu_available(), has_plugin, "jax" in sys.modules)
@@ -233,14 +233,14 @@ def test_keras_device_cpu_on_jax(trained_bundle):
     """`--device cpu` with Keras on JAX: weights committed to the CPU, same probabilities as ONNX;
     `--device cuda` without a JAX GPU is one line."""
     pytest.importorskip("jax")
-    proc = _run(f"""
+    proc = run_without_tensorflow(f"""
         import os
         import numpy as np
         os.environ.pop("KERAS_BACKEND", None)
         from lulc.runtime import backends
         from lulc.runtime.backends.keras_backend import jax_gpu_available
-        from lulc.runtime.bundle import Bundle
-        from lulc.runtime.errors import BackendUnavailable
+        from lulc.runtime.core.bundle import Bundle
+        from lulc.runtime.core.errors import BackendUnavailable
 
         bundle = Bundle.load({str(trained_bundle)!r})
         tiles = np.random.default_rng(0).normal(size=(2, 64, 64, 4)).astype(np.float32)

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from lulc.runtime.bundle import MANIFEST, Bundle, sha256sum
-from lulc.runtime.errors import BundleError
+from lulc.runtime.core.bundle import MANIFEST, Bundle, sha256sum
+from lulc.runtime.core.errors import BundleError
 
 
 def test_round_trip_keeps_every_field(bundle_copy):

@@ -26,7 +26,12 @@ from numba import cuda  # noqa: E402, F811
 import rasterio  # noqa: E402
 
 from conftest import BANDS, synthetic_scene, write_raster  # noqa: E402
-from lulc.runtime import cuda_kernels, infer, kernels  # noqa: E402
+from lulc.runtime import infer  # noqa: E402
+from lulc.runtime.backends import Session  # noqa: E402
+from lulc.runtime.kernels import cuda as cuda_kernels
+from lulc.runtime.io.mapformat import NODATA_CLASS
+from lulc.runtime.kernels import cpu as kernels
+from lulc.runtime.kernels import for_array
 from lulc.runtime.infer import InferOptions, run_inference  # noqa: E402
 from lulc.runtime.tiling import blend_weights  # noqa: E402
 
@@ -44,8 +49,8 @@ def block():
 
 
 def test_dispatch_follows_the_array():
-    assert kernels.for_array(cuda.device_array(3)) is cuda_kernels
-    assert kernels.for_array(np.zeros(3)) is kernels
+    assert for_array(cuda.device_array(3)) is cuda_kernels
+    assert for_array(np.zeros(3)) is kernels
 
 
 def test_mask_and_pack_equal_cpu(block):
@@ -101,7 +106,7 @@ def test_buffer_helpers_on_views():
     np.testing.assert_array_equal(d.copy_to_host(), expect)
 
 
-class DeviceSession:
+class DeviceSession(Session):
     """A session that takes and returns device arrays, like ORT CUDA IO binding or Keras/JAX."""
 
     name = "pixel-device"
@@ -110,12 +115,12 @@ class DeviceSession:
     precision = "fp32"
 
     def __init__(self):
-        from test_tiling import PixelSession
+        from conftest import PixelSession
 
         self.host = PixelSession()
 
     def run(self, batch):
-        assert kernels.for_array(batch) is cuda_kernels, "the model must receive device arrays"
+        assert for_array(batch) is cuda_kernels, "the model must receive device arrays"
         return cuda.to_device(self.host.predict(batch.copy_to_host()))
 
 
@@ -123,7 +128,7 @@ class DeviceSession:
 def test_device_resident_pipeline_equals_cpu_pipeline(bundle_copy, tmp_path, monkeypatch):
     """The whole block runner on device buffers (pack, blend, carried strips, finalize)
     writes the same map as the CPU path."""
-    from test_tiling import PixelSession
+    from conftest import PixelSession
 
     image, _ = synthetic_scene(30, 37, seed=2)
     image[:, :4, :6] = 0
@@ -137,4 +142,4 @@ def test_device_resident_pipeline_equals_cpu_pipeline(bundle_copy, tmp_path, mon
         with rasterio.open(out) as dst:
             maps.append(dst.read())
     np.testing.assert_array_equal(maps[0], maps[1])
-    assert (maps[1][0, :4, :6] == kernels.NODATA_CLASS).all()
+    assert (maps[1][0, :4, :6] == NODATA_CLASS).all()

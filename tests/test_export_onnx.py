@@ -9,9 +9,9 @@ from onnx import numpy_helper
 
 from lulc.export import onnx as onnx_export
 from lulc.runtime.backends.ort import OrtSession
-from lulc.runtime.bundle import Bundle
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import main
-from lulc.runtime.errors import ParityError
+from lulc.runtime.core.errors import ParityError
 
 
 def scale_largest_weight(path, factor: float = 1.5) -> None:

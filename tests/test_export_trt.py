@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from lulc.export import trt as trt_export
 from lulc.runtime.backends import prepare
 from lulc.runtime.backends.trt import EngineTarget, check_compatible, chunks
-from lulc.runtime.bundle import Bundle
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import main
-from lulc.runtime.errors import BackendUnavailable, BundleError, LulcError
-from lulc.runtime.manifest import Artifact
+from lulc.runtime.core.errors import BackendUnavailable, BundleError, LulcError
+from lulc.runtime.core.manifest import Artifact
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 needs_no_trt = pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed: the 'not available' path cannot happen")

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import BANDS, synthetic_scene, write_raster
-from lulc.runtime.bundle import MANIFEST, sha256sum
+from conftest import BANDS, cli_fails, infer_fails, one_line_failure, synthetic_scene, write_raster
+from lulc.runtime.core.bundle import MANIFEST, sha256sum
 from lulc.runtime.cli import main
 
 LULC_INFER = Path(sys.executable).with_name("lulc-infer")
@@ -28,30 +28,6 @@ LULC_INFER = Path(sys.executable).with_name("lulc-infer")
 def image(tmp_path_factory) -> Path:
     scene, _ = synthetic_scene(40, 50)
     return write_raster(tmp_path_factory.mktemp("hostile") / "image.tif", scene, descriptions=BANDS)
-
-
-def one_line_failure(code: int, output: str, match: str) -> str:
-    """Exit code 1 and exactly one non-empty line, naming ``match``, without a traceback."""
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert code == 1, output
-    assert "Traceback" not in output and len(lines) == 1, output
-    assert match in lines[0], lines[0]
-    return lines[0]
-
-
-def cli_fails(args: list, match: str) -> str:
-    """Run ``lulc ARGS`` in-process (CliRunner) and expect a one-line failure."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return one_line_failure(result.exit_code, result.output, match)
-
-
-def infer_fails(bundle: Path, image: Path, match: str, *extra: str) -> str:
-    """``lulc infer`` refuses with one line and leaves nothing at or beside its output."""
-    out = image.parent / "out" / "map.tif"
-    out.parent.mkdir(exist_ok=True)
-    line = cli_fails(["infer", bundle, image, "-o", out, "--no-progress", *extra], match)
-    assert not list(out.parent.iterdir()), list(out.parent.iterdir())
-    return line
 
 
 def edit_manifest(bundle: Path, change) -> None:
@@ -107,8 +83,8 @@ def test_symlink_inside_the_bundle_is_fine(bundle_copy, image, tmp_path):
 
 
 def test_add_artifact_never_writes_outside(bundle_copy, tmp_path):
-    from lulc.runtime.bundle import Bundle
-    from lulc.runtime.errors import BundleError
+    from lulc.runtime.core.bundle import Bundle
+    from lulc.runtime.core.errors import BundleError
 
     staged = bundle_copy / "staged.json"
     staged.write_text("{}")

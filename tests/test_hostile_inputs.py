@@ -16,14 +16,14 @@ from click.testing import CliRunner
 from rasterio.windows import Window
 
 from conftest import BANDS, synthetic_scene, write_raster
-from lulc.runtime import kernels
-from lulc.runtime.bandstack import write_band_stack
-from lulc.runtime.bundle import Bundle
+from lulc.runtime.kernels import cpu as kernels
+from lulc.runtime.io.bandstack import write_band_stack
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import main
-from lulc.runtime.errors import InputRasterError
-from lulc.runtime.manifest import InputSpec
-from lulc.runtime.rasters import generic_names, input_nodata, open_input, open_raster, read_padded
-from test_hostile_bundle import infer_fails
+from lulc.runtime.core.errors import InputRasterError
+from lulc.runtime.core.manifest import InputSpec
+from lulc.runtime.io.rasters import generic_names, input_nodata, open_input, open_raster, read_padded
+from conftest import infer_fails
 
 H, W = 40, 50
 

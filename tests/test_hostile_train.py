@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_raster
 
-from lulc.runtime.bundle import Bundle
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import main
 
 TINY = ["--tile", "32", "--stride", "16", "--split-block", "32", "--depth", "2", "--width", "4",
@@ -149,7 +149,7 @@ def test_overwrite_replaces_a_bundle_quietly_and_evaluate_runs_anywhere(trained_
 
 
 def test_a_second_run_on_the_same_output_is_refused(workspace):
-    from lulc.runtime.outputs import locked
+    from lulc.runtime.io.outputs import locked
 
     out = workspace / "out"
     with locked(out):  # what a first `lulc train -o out` holds for its whole run

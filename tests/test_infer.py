@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from conftest import BANDS, listing, synthetic_scene, write_raster
 from lulc.export.onnx import run_onnx
-from lulc.runtime.bundle import Bundle
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import main
-from lulc.runtime.kernels import NODATA_CLASS
+from lulc.runtime.io.mapformat import NODATA_CLASS
 
 
 def _invoke(*args):

@@ -8,11 +8,11 @@ import rasterio
 
 from conftest import BANDS, listing, synthetic_scene, write_raster
 from lulc.runtime import infer
-from lulc.runtime.errors import InputRasterError
-from lulc.runtime.errors import Interrupted
+from lulc.runtime.backends import Session
+from lulc.runtime.core.errors import InputRasterError
+from lulc.runtime.core.errors import Interrupted
 from lulc.runtime.infer import InferOptions, run_inference
-from lulc.runtime.kernels import NODATA_CLASS
-from test_tiling import PixelSession
+from lulc.runtime.io.mapformat import NODATA_CLASS
 
 OPTS = dict(tile=16, overlap=4, block_px=24, progress=False)
 
@@ -22,13 +22,6 @@ def raster(tmp_path):
     image, _ = synthetic_scene(80, 90, seed=11)
     image[:, :40, :] = 0  # the top half is nodata: whole tiles there must never reach the model
     return write_raster(tmp_path / "in.tif", image, descriptions=BANDS), image
-
-
-@pytest.fixture
-def session(monkeypatch):
-    s = PixelSession()
-    monkeypatch.setattr(infer, "prepare", lambda bundle, *options, **kw: s)
-    return s
 
 
 def test_all_nodata_tiles_skip_the_model(bundle_copy, raster, session, tmp_path):
@@ -57,7 +50,7 @@ def test_output_is_a_valid_cog(bundle_copy, raster, session, tmp_path, probabili
     assert layout["COMPRESSION"] == "DEFLATE" and layout.get("PREDICTOR", "1") == ("2" if probabilities else "1")
 
 
-class Interrupt:
+class Interrupt(Session):
     """Raise KeyboardInterrupt on the n-th model call, like Ctrl-C in the middle of a run."""
 
     def __init__(self, session, after: int):

@@ -16,9 +16,9 @@ from onnx import numpy_helper
 
 from lulc.export import int8
 from lulc.runtime.backends.ort import OrtSession
-from lulc.runtime.bundle import Bundle
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import main
-from lulc.runtime.errors import BundleError, ParityError
+from lulc.runtime.core.errors import BundleError, ParityError
 
 from conftest import BANDS, synthetic_scene, write_raster
 

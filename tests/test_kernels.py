@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 
 from conftest import BANDS, synthetic_scene, write_raster
-from lulc.runtime import kernels
+from lulc.runtime.io.mapformat import NODATA_CLASS
+from lulc.runtime.kernels import cpu as kernels
+from lulc.runtime.kernels import for_array
 from lulc.runtime.pipeline import batch_runs
 from lulc.runtime.tiling import blend_weights
-from test_runtime_no_tf import _run
+from conftest import run_without_tensorflow
 
 
 def random_block(rng, c=3, span=40):
@@ -63,7 +65,7 @@ def test_finalize_matches_reference_including_scaled_bands():
     ref = kernels.reference_finalize(acc.astype(np.float64), valid)
     np.testing.assert_array_equal(classes, ref[0])
     assert np.abs(probs.astype(int) - ref[1]).max() <= 1 and np.abs(conf.astype(int) - ref[2]).max() <= 1
-    assert (classes[:2, :2] == kernels.NODATA_CLASS).all() and (classes[~valid] == kernels.NODATA_CLASS).all()
+    assert (classes[:2, :2] == NODATA_CLASS).all() and (classes[~valid] == NODATA_CLASS).all()
 
 
 def test_finalize_reads_owned_corner_of_a_larger_accumulator():
@@ -83,7 +85,7 @@ def test_batch_runs_are_consecutive_and_bounded():
 
 
 def test_for_array_picks_cpu_kernels_for_numpy():
-    assert kernels.for_array(np.zeros(3)) is kernels
+    assert for_array(np.zeros(3)) is kernels
 
 
 
@@ -92,7 +94,8 @@ def test_warm_up_loads_the_signatures_a_run_uses(trained_bundle, tmp_path):
     image, _ = synthetic_scene(60, 530, seed=5)  # wider than one COG tile: the run builds an overview
     path = write_raster(tmp_path / "in.tif", image, descriptions=BANDS)
     code = f"""
-        from lulc.runtime import infer, kernels
+        from lulc.runtime import infer
+        from lulc.runtime.kernels import cpu as kernels
         used = (kernels.mask_nodata, kernels.pack_tiles, kernels.blend_accumulate, kernels.finalize,
                 kernels.mode_2x2)
         kernels.warm_up()
@@ -101,7 +104,7 @@ def test_warm_up_loads_the_signatures_a_run_uses(trained_bundle, tmp_path):
                             infer.InferOptions(backend="onnx", progress=False))
         print(before, [len(k.signatures) for k in used])
         """
-    proc = _run(code)
+    proc = run_without_tensorflow(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     before, after = proc.stdout.strip().splitlines()[-1].split("] [")
     assert before.strip("[") == after.strip("]") == "1, 1, 1, 1, 1"

@@ -11,7 +11,7 @@ import rasterio
 from conftest import write_raster
 from rasterio.warp import transform as warp_transform
 
-from lulc.runtime.errors import LulcError
+from lulc.runtime.core.errors import LulcError
 from lulc.training.labels import IGNORE, aoi_mask, prepare_labels, rasterize_vector
 from lulc.training.sources import RasterStack
 

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from lulc.runtime.errors import LulcError
+from lulc.runtime.core.errors import LulcError
 from lulc.training.models import build_model
 from lulc.training.models.pretrained import adapt_kernel, rgb_positions
 

@@ -9,10 +9,10 @@ from rasterio.shutil import copy as rio_copy
 
 from conftest import BANDS, listing, synthetic_scene, write_raster
 from lulc.runtime.infer import InferOptions, run_inference
-from lulc.runtime import overviews
-from lulc.runtime.kernels import NODATA_CLASS, mode_2x2, reference_mode_2x2
-from lulc.runtime.overviews import overview_sizes
-from test_infer_faults import session  # noqa: F401  (fixture: a fast per-pixel model)
+from lulc.runtime.io import overviews
+from lulc.runtime.io.mapformat import NODATA_CLASS
+from lulc.runtime.kernels.cpu import mode_2x2, reference_mode_2x2
+from lulc.runtime.io.overviews import overview_sizes
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 5, 1), (2, 7, 9), (3, 6, 8)])

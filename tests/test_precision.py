@@ -5,9 +5,9 @@ import pytest
 
 from lulc.runtime.backends import trt as trt_backend
 from lulc.runtime.backends.precision import choose_artifact
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BundleError, LulcError
-from lulc.runtime.manifest import Artifact, ClassInfo, InputSpec, Manifest, Normalization, TileSpec
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import BundleError, LulcError
+from lulc.runtime.core.manifest import Artifact, ClassInfo, InputSpec, Manifest, Normalization, TileSpec
 
 
 def bundle_with(*names: str, engine: str | None = None) -> Bundle:

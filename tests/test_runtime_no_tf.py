@@ -1,36 +1,13 @@
 """The runtime is an edge install: it must import and classify with TensorFlow unimportable."""
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 
 import rasterio
 
-from conftest import BANDS, synthetic_scene, write_raster
-
-BLOCKER = textwrap.dedent(
-    """
-    import sys
-
-    class _NoTensorFlow:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("tensorflow", "tf_keras", "tf2onnx"):
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, _NoTensorFlow())
-    """
-)
-
-
-def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=300)
-
+from conftest import BANDS, run_without_tensorflow, synthetic_scene, write_raster
 
 def test_import_runtime_without_tensorflow():
-    proc = _run(
+    proc = run_without_tensorflow(
         """
         import lulc.runtime, lulc.runtime.infer, lulc.runtime.cli, lulc.runtime.backends.ort
         assert not any(m.startswith("tensorflow") for m in sys.modules)
@@ -48,7 +25,7 @@ def test_lulc_infer_runs_without_tensorflow(trained_bundle, tmp_path):
     image, _ = synthetic_scene(60, 70)
     src = write_raster(tmp_path / "in.tif", image, descriptions=BANDS)
     out = tmp_path / "out.tif"
-    proc = _run(
+    proc = run_without_tensorflow(
         f"""
         from lulc.runtime.cli import infer
         try:

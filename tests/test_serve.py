@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from conftest import BANDS, synthetic_scene, write_raster
 
-from lulc.runtime.bundle import MANIFEST
-from lulc.runtime.serve import make_server
-from lulc.runtime.webpage import vendored_libs, web_root
+from lulc.runtime.core.bundle import MANIFEST
+from lulc.runtime.tools.serve import make_server
+from lulc.runtime.tools.webpage import vendored_libs, web_root
 
 
 @contextmanager
@@ -150,7 +150,7 @@ def test_bundle_symlink_out_of_the_bundle_is_not_served(bundle_copy, tmp_path):
 
 @pytest.mark.parametrize("path", ["/%00", "/%00.html", "/js/%00app.js", "/bundle/%00", "/sample.tif%00"])
 def test_nul_is_a_clean_400(trained_bundle, path, capfd, caplog):
-    with caplog.at_level(logging.DEBUG, logger="lulc.runtime.serve"), serving(trained_bundle) as port:
+    with caplog.at_level(logging.DEBUG, logger="lulc.runtime.tools.serve"), serving(trained_bundle) as port:
         status, _, _ = request(port, path)
         assert request(port, "/")[0] == 200  # the server lives on
     assert status == 400

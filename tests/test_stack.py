@@ -10,7 +10,7 @@ from conftest import write_raster
 from rasterio.transform import from_origin
 
 from lulc.runtime.cli import main
-from lulc.runtime.timestack import parse_date, read_stack_info
+from lulc.runtime.tools.timestack import parse_date, read_stack_info
 
 DATES = ["20200401", "20200501", "20200601"]
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lulc.runtime.temporal_kernels import TemporalKernels, reference_mask_dates
+from lulc.runtime.kernels import block_ops
+from lulc.runtime.kernels.temporal import reference_mask_dates
 
 
 def _block():
@@ -16,16 +17,20 @@ def _block():
     return block
 
 
-def test_temporal_kernels_match_reference():
+def test_temporal_kernels_match_reference(trained_bundle):
+    from lulc.runtime.core.bundle import Bundle
+
+    m = Bundle.load(trained_bundle).manifest
+    m.input.bands, m.input.time_steps = [f"b{i}" for i in range(8)], 4  # 4 dates x 2 bands
+    ops = block_ops(False, m, -9999.0)
     block = _block()
-    kern = TemporalKernels(2)
     valid = np.empty((3, 3), bool)
-    kern.mask_nodata(block, -9999.0, True, valid)
+    ops.mask(block, valid)
     ref, ref_valid = reference_mask_dates(block, -9999.0, 2)
     assert (valid == ref_valid).all() and not valid[0, 0] and valid[1, 1] and valid[2, 2]
     mean, inv_std = np.full(8, 150, np.float32), np.full(8, 0.1, np.float32)
     out, counts = np.empty((1, 3, 3, 8), np.float32), np.empty(1, np.int64)
-    kern.pack_tiles(block, valid, np.array([0]), np.array([0]), mean, inv_std, out, counts)
+    ops.pack(block, valid, np.array([0]), np.array([0]), mean, inv_std, out, counts)
     expect = ((ref - mean[:, None, None]) * inv_std[:, None, None]).transpose(1, 2, 0)
     expect[0, 0] = np.nan
     np.testing.assert_allclose(out[0], expect, rtol=1e-6)
@@ -33,15 +38,13 @@ def test_temporal_kernels_match_reference():
     assert np.isnan(out[0, 1, 1, 4:6]).all() and not np.isnan(out[0, 1, 1, :4]).any()  # only date 2 missing
 
 
-def test_kernels_for_picks_per_date_only_for_series(trained_bundle):
-    from lulc.runtime import kernels
-    from lulc.runtime.bundle import Bundle
-    from lulc.runtime.temporal_kernels import kernels_for
+def test_block_ops_mask_per_date_only_for_series(trained_bundle):
+    from lulc.runtime.core.bundle import Bundle
 
     m = Bundle.load(trained_bundle).manifest
-    assert kernels_for(m, kernels) is kernels
+    assert block_ops(False, m, 0).bands_per_date is None
     m.input.time_steps = 2
-    assert isinstance(kernels_for(m, kernels), TemporalKernels)
+    assert block_ops(False, m, 0).bands_per_date == len(m.input.channels) // 2
 
 
 def test_random_dates_keeps_length():

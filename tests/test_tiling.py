@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import BANDS, synthetic_scene, write_raster
+from conftest import BANDS, PixelSession, synthetic_scene, write_raster
 from lulc.runtime import infer
-from lulc.runtime.bundle import Bundle
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.infer import InferOptions, run_inference
 from lulc.runtime.tiling import blend_weights, make_grid, tile_origins
 
@@ -51,30 +51,6 @@ def test_blend_weights_taper_and_pair_to_one(size, overlap):
         np.testing.assert_allclose(ramp[size - overlap :] + ramp[:overlap], 1.0, atol=2e-3)
         assert (np.diff(ramp[:overlap]) > 0).all()
     assert (ramp[overlap : size - overlap] == 1.0).all()
-
-
-class PixelSession:
-    """A per-pixel 'model' (softmax of a fixed linear map of the bands): every tile predicts
-    exactly what the whole image would, so any seam or carry bug shows as a difference."""
-
-    name = "pixel"
-    device = "numpy"
-    precision = "fp32"
-
-    def __init__(self, classes: int = 3):
-        self.proj = np.linspace(-1.0, 1.0, len(BANDS) * classes, dtype=np.float32).reshape(len(BANDS), classes)
-        self.calls = 0
-        self.tiles = 0
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        self.calls += 1
-        self.tiles += len(batch)
-        return self.predict(batch)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        z = x @ self.proj
-        e = np.exp(z - z.max(-1, keepdims=True))
-        return (e / e.sum(-1, keepdims=True)).astype(np.float32)
 
 
 def whole_image_probs(bundle_dir, image: np.ndarray, session: PixelSession) -> np.ndarray:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from lulc.export import onnx as onnx_export
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import ParityError
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import ParityError
 
 
 def test_training_one_epoch_writes_an_evaluated_bundle(trained_bundle, scene):

@@ -6,7 +6,7 @@ import pytest
 import rasterio
 from conftest import BANDS, synthetic_scene, write_raster
 
-from lulc.runtime.errors import InputRasterError, LulcError
+from lulc.runtime.core.errors import InputRasterError, LulcError
 from lulc.runtime.indices import append_indices
 from lulc.training.data import SPLITS, SampleSpec, extract_tiles
 from lulc.training.eurosat import load_folder

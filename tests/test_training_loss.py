@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from lulc.runtime.manifest import Normalization
+from lulc.runtime.core.manifest import Normalization
 from lulc.training.class_weights import balanced, from_file
 from lulc.training.data import TileSet
 from lulc.training.dataset import make_dataset, pixel_weights

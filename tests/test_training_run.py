@@ -10,7 +10,7 @@ import rasterio
 from click.testing import CliRunner
 from conftest import write_raster
 
-from lulc.runtime.bundle import Bundle
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import main
 from lulc.training.config import TrainConfig
 from lulc.training.train import train
@@ -146,7 +146,7 @@ def test_indices_bundle_runs_through_lulc_infer_like_training(scene, tmp_path):
     """The runtime appends --indices exactly as training did: same inputs, same classes."""
     from lulc.export.onnx import export_onnx, run_onnx
     from lulc.runtime.indices import append_indices
-    from lulc.runtime.kernels import NODATA_CLASS
+    from lulc.runtime.io.mapformat import NODATA_CLASS
 
     bundle = train(tiny_config(scene, tmp_path / "ndvi", indices="ndvi,ndwi"))
     m = bundle.manifest

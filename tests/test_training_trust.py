@@ -12,7 +12,7 @@ import rasterio
 from click.testing import CliRunner
 from conftest import write_raster
 
-from lulc.runtime.bundle import Bundle
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import main
 
 

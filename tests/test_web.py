@@ -23,12 +23,12 @@ import rasterio
 from click.testing import CliRunner
 from conftest import BANDS, synthetic_scene, write_raster
 
-from lulc.runtime.bundle import MANIFEST
+from lulc.runtime.core.bundle import MANIFEST
 from lulc.runtime.cli import main
-from lulc.runtime.errors import BackendUnavailable
+from lulc.runtime.core.errors import BackendUnavailable
 from lulc.runtime.infer import InferOptions, run_inference
-from lulc.runtime.serve import make_server, server_url
-from lulc.runtime.webpage import web_root
+from lulc.runtime.tools.serve import make_server, server_url
+from lulc.runtime.tools.webpage import web_root
 
 CHROMIUM = Path("/usr/bin/chromium")
 E2E_SCRIPT = web_root() / "tests" / "e2e.mjs"
@@ -151,7 +151,7 @@ def page_case(trained_bundle, tmp_path_factory) -> dict:
     tfjs_error = None
     try:
         from lulc.export.tfjs import export_tfjs
-        from lulc.runtime.bundle import Bundle
+        from lulc.runtime.core.bundle import Bundle
 
         export_tfjs(Bundle.load(bundle))
     except (ImportError, BackendUnavailable) as exc:

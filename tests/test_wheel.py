@@ -25,7 +25,7 @@ import pytest
 import rasterio
 from conftest import BANDS, synthetic_scene, write_raster
 
-from lulc.runtime.webpage import vendored_libs
+from lulc.runtime.tools.webpage import vendored_libs
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,7 @@ def test_no_tensorflow_in_the_edge_install(edge_venv):
                           capture_output=True, text=True, cwd=edge_venv, env=clean_env())
     assert proc.returncode != 0 and "No module named 'tensorflow'" in proc.stderr
     code = ("import lulc.runtime, lulc.runtime.cli, lulc.runtime.infer, lulc.runtime.backends.ort, sys; "
-            "import lulc.runtime.webpage as w; print(w.web_root()); "
+            "import lulc.runtime.tools.webpage as w; print(w.web_root()); "
             "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'keras'))]")
     proc = subprocess.run([str(edge_venv / "python"), "-c", code], capture_output=True, text=True,
                           cwd=edge_venv, env=clean_env())
@@ -145,7 +145,7 @@ def test_edge_lulc_serve_serves_the_page(edge_venv, trained_bundle, tmp_path):
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
 def test_edge_tfjs_parity_script_loads_the_vendored_tfjs(edge_venv):
     """The TF.js export gate's script runs from the installed page folder (no npm there)."""
-    web = Path(subprocess.run([str(edge_venv / "python"), "-c", "import lulc.runtime.webpage as w; print(w.web_root())"],
+    web = Path(subprocess.run([str(edge_venv / "python"), "-c", "import lulc.runtime.tools.webpage as w; print(w.web_root())"],
                               capture_output=True, text=True, check=True, env=clean_env()).stdout.strip())
     proc = subprocess.run(["node", str(web / "tools" / "tfjs_parity.mjs")], capture_output=True, text=True, timeout=120)
     # without arguments it prints its usage and exits 2, after TF.js loaded (a missing module exits 1)

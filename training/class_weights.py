@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lulc.runtime.errors import LulcError
+from lulc.runtime.core.errors import LulcError
 from lulc.training.data import TileSet
 from lulc.training.labels import IGNORE
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lulc.runtime.errors import LulcError
+from lulc.runtime.core.errors import LulcError
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lulc.runtime.errors import LulcError
+from lulc.runtime.core.errors import LulcError
 
 
 @dataclass

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from rasterio.windows import Window
 
-from lulc.runtime.errors import LulcError
-from lulc.runtime.manifest import Normalization
+from lulc.runtime.core.errors import LulcError
+from lulc.runtime.core.manifest import Normalization
 
 logger = logging.getLogger(__name__)
 

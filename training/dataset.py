@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from lulc.runtime.manifest import Normalization
+from lulc.runtime.core.manifest import Normalization
 from lulc.training.data import TileSet
 from lulc.training.labels import IGNORE
 

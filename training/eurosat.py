@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from rasterio.enums import ColorInterp
 
-from lulc.runtime.errors import LulcError
+from lulc.runtime.core.errors import LulcError
 from lulc.runtime.indices import append_indices, index_bands
-from lulc.runtime.manifest import InputSpec
+from lulc.runtime.core.manifest import InputSpec
 from lulc.training.data import SPLITS, StatsAccumulator, TileSet
 from lulc.training.classes import class_list
 from lulc.training.sources import open_raster, valid_mask

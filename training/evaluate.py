@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import LulcError
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import LulcError
 from lulc.training.data import SPLITS, TileSet, count_test_blocks, normalize
 from lulc.training.figures import confusion_figure
 from lulc.training.inputs import prepare_samples

@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from lulc.runtime.errors import LulcError
+from lulc.runtime.core.errors import LulcError
 from lulc.training.batchnorm import BatchNormCalibration
 
 logger = logging.getLogger(__name__)

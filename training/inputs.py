@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lulc.runtime.errors import LulcError
-from lulc.runtime.manifest import InputSpec, Normalization
+from lulc.runtime.core.errors import LulcError
+from lulc.runtime.core.manifest import InputSpec, Normalization
 from lulc.training.config import TrainConfig
 from lulc.training.data import SampleSpec, TileSet, extract_tiles
 from lulc.training.labels import IGNORE, prepare_labels

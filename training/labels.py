@@ -15,7 +15,7 @@ import numpy as np
 import rasterio
 from rasterio.features import rasterize
 
-from lulc.runtime.errors import LulcError
+from lulc.runtime.core.errors import LulcError
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _class_plane(src, grid, align: bool) -> np.ndarray:
     """Band 1 of ``src`` on the grid of ``grid`` (warped by nearest neighbour only with ``align``)."""
     from rasterio.vrt import WarpedVRT
 
-    from lulc.runtime.bandstack import same_grid
+    from lulc.runtime.io.bandstack import same_grid
 
     if same_grid(src, grid):
         return src.read(1)

@@ -1,6 +1,6 @@
 """Where a training run may write its bundle, and how the bundle gets there.
 
-The folder rules are the runtime's (:func:`lulc.runtime.outputs.check_output_folder`, README
+The folder rules are the runtime's (:func:`lulc.runtime.io.outputs.check_output_folder`, README
 "Safety"): the bundle folder must not be, contain or lie inside an input, nor hold the
 working folder, and an existing non-empty folder is replaced only with ``--overwrite`` and
 only if it is a lulc bundle (a valid ``bundle.json``). Training adds ``--resume``: it
@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BundleError, OutputError
-from lulc.runtime.outputs import check_output_folder, locked, publish_folder, temp_path
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import BundleError, OutputError
+from lulc.runtime.io.outputs import check_output_folder, locked, publish_folder, temp_path
 
 
 def is_bundle(folder: Path) -> bool:

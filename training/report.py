@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from lulc.runtime.bundle import Bundle
+from lulc.runtime.core.bundle import Bundle
 
 
 def _figures(m: dict) -> str:

@@ -27,8 +27,8 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
-from lulc.runtime.bundle import sha256sum
-from lulc.runtime.errors import LulcError
+from lulc.runtime.core.bundle import sha256sum
+from lulc.runtime.core.errors import LulcError
 
 logger = logging.getLogger(__name__)
 

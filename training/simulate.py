@@ -32,7 +32,7 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
-from lulc.runtime.timestack import StackInfo, build_stack, read_stack_info
+from lulc.runtime.tools.timestack import StackInfo, build_stack, read_stack_info
 
 NODATA = -9999
 CLOUD, FILL = 4, 255

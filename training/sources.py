@@ -17,10 +17,10 @@ from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from lulc.runtime.bandstack import same_grid, stack_band_names
-from lulc.runtime.errors import LulcError
+from lulc.runtime.io.bandstack import same_grid, stack_band_names
+from lulc.runtime.core.errors import LulcError
 from lulc.runtime.indices import append_indices, index_bands
-from lulc.runtime.rasters import open_raster
+from lulc.runtime.io.rasters import open_raster
 
 
 def valid_mask(raw: np.ndarray, nodata: float | None) -> np.ndarray:

@@ -3,24 +3,25 @@
 Samples are cut by the same spatially blocked splitter as single-date training
 (:func:`lulc.training.data.extract_tiles`); only the reader differs: a date is missing
 for a pixel when any of its bands is nodata, missing dates become NaN (what the runtime
-feeds, see ``lulc.runtime.temporal_kernels``) and a pixel is usable if any date was
+feeds, see ``lulc.runtime.kernels.temporal``) and a pixel is usable if any date was
 observed. Normalisation statistics are per band, pooled over all observed dates, and
 repeated for every date, so a mostly cloudy date does not get statistics of its own.
 """
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import LulcError
-from lulc.runtime.manifest import InputSpec, Manifest, Normalization, TileSpec
-from lulc.runtime.temporal_kernels import reference_mask_dates
-from lulc.runtime.timestack import read_stack_info
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import LulcError
+from lulc.runtime.core.manifest import InputSpec, Normalization, TileSpec
+from lulc.runtime.kernels.temporal import reference_mask_dates
+from lulc.runtime.tools.timestack import read_stack_info
+from lulc.training.bundle_writer import (CHECKPOINTS, WORK, deterministic, finish_bundle, held_out_metrics, start_run,
+                                         write_bundle)
 from lulc.training.config import TEMPORAL_ARCHS, TemporalConfig
 from lulc.training.data import SampleSpec, TileSet
 from lulc.training.labels import IGNORE
@@ -154,8 +155,6 @@ def _fit(cfg: TemporalConfig, model, tiles: TileSet, staging: Path, time_steps: 
     from lulc.training.batchnorm import calibration_sample
     from lulc.training.dataset import make_dataset
     from lulc.training.fit import fit
-    from lulc.training.train import CHECKPOINTS
-
     train = tiles.part("train")
     train_ds = make_dataset(train, cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed)
     if cfg.sequence == "random" and select is None:
@@ -190,8 +189,6 @@ def single_date_baseline(cfg: TemporalConfig, tiles: TileSet, names: list[str], 
 
 def train_temporal(cfg: TemporalConfig, config_record: dict | None = None) -> Bundle:
     """Train a temporal model on a stack and write a complete, evaluated bundle to ``cfg.output``."""
-    from lulc.training.train import write_bundle
-
     if cfg.arch not in TEMPORAL_ARCHS:
         raise LulcError(f"unknown temporal --arch {cfg.arch}; choose one of {', '.join(TEMPORAL_ARCHS)}")
     if not cfg.stack or not cfg.labels:
@@ -204,17 +201,15 @@ def train_temporal(cfg: TemporalConfig, config_record: dict | None = None) -> Bu
 def _train_temporal_into(cfg: TemporalConfig, config_record: dict | None, staging: Path) -> None:
     from lulc.training.models import task_of
     from lulc.training.models.recurrent import MISSING_DATES, RECURRENCE
-    from lulc.training.train import WORK, _deterministic, assemble, class_infos, held_out_metrics, run_record
 
-    t0 = time.time()
-    (staging / WORK).mkdir(exist_ok=True)
+    t0 = start_run(staging)
     samples = temporal_samples(cfg, staging / WORK)
     tiles, classes, info = samples.tiles, samples.classes, samples.info
     names, bands, steps = [c["name"] for c in classes], len(info.bands), len(info.dates)
     norm = band_stats(tiles.part("train").x, bands, steps)
     tiles.x = normalize_series(tiles.x, norm)
 
-    _deterministic(cfg.seed)
+    deterministic(cfg.seed)
     model, init = _build(cfg, len(info.channels), len(classes), steps)
     divisor = getattr(model, "divisor", 1)
     if cfg.tile % divisor or cfg.infer_tile % divisor:
@@ -227,17 +222,14 @@ def _train_temporal_into(cfg: TemporalConfig, config_record: dict | None, stagin
     metrics = {"test": held_out_metrics(model, test, names, "segmentation")}
     if cfg.compare_single_date:
         metrics["single_date_unet"] = single_date_baseline(cfg, tiles, names, bands, staging, info.dates)
-    provenance = run_record(cfg, classes, state, metrics, t0)
-    provenance.update(
-        config_sources=config_record or {"file": None}, split=tiles.split_record,
+    finish_bundle(
+        staging, cfg, config_record, model=model, test=test, samples=8, classes=classes, state=state, metrics=metrics,
+        t0=t0, task=task_of(cfg.arch),
+        input_spec=InputSpec(bands=info.channels, dtype=samples.dtype, nodata=samples.nodata, time_steps=steps,
+                             dates=info.dates),
+        normalization=norm, tile=TileSpec(size=cfg.infer_tile, overlap=overlap, divisor=divisor),
+        split=tiles.split_record,
         data={"stack": str(info.path.resolve()), "labels": str(Path(cfg.labels).resolve()), "nodata": samples.nodata},
         temporal={"bands_per_date": info.bands, "time_steps": steps, "recurrence": RECURRENCE,
                   "missing_dates": MISSING_DATES, "sequence": cfg.sequence, "init_from": init or None,
                   "unstable_water": samples.water})
-    manifest = Manifest(
-        task=task_of(cfg.arch), architecture=cfg.arch,
-        input=InputSpec(bands=info.channels, dtype=samples.dtype, nodata=samples.nodata, time_steps=steps,
-                        dates=info.dates),
-        normalization=norm, tile=TileSpec(size=cfg.infer_tile, overlap=overlap, divisor=divisor),
-        classes=class_infos(classes), ignore_index=IGNORE, provenance=provenance)
-    assemble(staging, manifest, model, test, 8)

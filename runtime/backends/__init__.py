@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol
 
 import numpy as np
 
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BackendUnavailable, BundleError
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import BackendUnavailable, BundleError
 
 logger = logging.getLogger(__name__)
 
@@ -24,25 +23,33 @@ BACKENDS = ("auto", "trt", "onnx", "keras")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-class Session(Protocol):
-    """Optional: ``device_io`` (True: ``run`` takes and returns CUDA device arrays, so the block
-    pipeline keeps its buffers on the GPU), ``batch_size`` (tiles per call) and ``map``
-    (``run`` over several batches, results in order, e.g. concurrently, with an optional
-    ``close`` that drops calls not yet started; see :func:`run_all`)."""
+class Session:
+    """A model opened by a backend: ``run`` maps a normalised NHWC float32 batch to class
+    probabilities. Backends subclass it; the defaults describe a host-memory session that
+    runs one batch at a time."""
 
-    name: str
+    name: str = ""
     #: what really runs (e.g. the execution provider), for logs and --json summaries
-    device: str
+    device: str = "cpu"
     #: fp32, fp16 or int8: the precision of the artefact that runs
-    precision: str
+    precision: str = "fp32"
+    #: True: ``run`` takes and returns CUDA device arrays, so the block pipeline keeps its buffers on the GPU
+    device_io: bool = False
+    #: tiles per model call the session wants (None: the runtime's default for the tile size)
+    batch_size: int | None = None
 
-    def run(self, batch: np.ndarray) -> np.ndarray: ...
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def map(self, batches: Iterable) -> Iterator:
+        """``run`` over ``batches``, results in order; a session may run them concurrently and
+        return an iterator with a ``close`` that drops the calls not yet started."""
+        return map(self.run, batches)
 
 
 def run_all(session: Session, batches: Iterable) -> Iterator:
     """The session's outputs for ``batches`` in order, concurrently where the session can."""
-    many = getattr(session, "map", None)
-    return many(batches) if many else map(session.run, batches)
+    return session.map(batches)
 
 
 def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precision: str = "auto",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lulc.runtime.errors import BackendUnavailable
+from lulc.runtime.core.errors import BackendUnavailable
 
 
 def cuda_pointer(array) -> int:

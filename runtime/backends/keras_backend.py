@@ -15,9 +15,9 @@ import sys
 
 import numpy as np
 
-from lulc.runtime.backends import check_model_shapes, device_arrays
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BackendUnavailable, BundleError
+from lulc.runtime.backends import Session, check_model_shapes, device_arrays
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import BackendUnavailable, BundleError
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _gpu_visible(backend: str) -> bool:
         return False
 
 
-class KerasSession:
+class KerasSession(Session):
     """The Keras model; on JAX it runs as one jitted XLA program, and on a JAX GPU it takes and
     returns device arrays (DLPack, no host copies). ``device='cpu'`` loads and runs it under
     ``keras.device('cpu:0')`` on any Keras backend; ``device='cuda'`` needs a visible GPU."""

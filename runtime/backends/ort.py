@@ -10,10 +10,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import onnxruntime as ort
 
-from lulc.runtime.backends import check_model_shapes, device_arrays
+from lulc.runtime.backends import Session, check_model_shapes, device_arrays
 from lulc.runtime.backends.precision import ONNX_ARTIFACTS
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BackendUnavailable
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import BackendUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class InOrder:
         self._futures.clear()
 
 
-class OrtSession:
+class OrtSession(Session):
     """An ONNX session; on the CUDA provider it takes and returns device arrays (IO binding)."""
 
     name = "onnx"

@@ -9,8 +9,8 @@ command makes it instead of silently running another precision.
 """
 from __future__ import annotations
 
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BundleError
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import BundleError
 
 PRECISIONS = ("auto", "fp32", "fp16", "int8")
 #: the ONNX artefact of each precision, as ``lulc export --target onnx`` names them

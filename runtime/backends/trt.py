@@ -17,9 +17,9 @@ from typing import Iterator
 
 import numpy as np
 
-from lulc.runtime.backends import check_model_shapes
-from lulc.runtime.bundle import Bundle
-from lulc.runtime.errors import BackendUnavailable, LulcError
+from lulc.runtime.backends import Session, check_model_shapes
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import BackendUnavailable, LulcError
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def usable(bundle: Bundle) -> bool:
     return True
 
 
-class TrtSession:
+class TrtSession(Session):
     name = "trt"
 
     def __init__(self, engine_path: Path, details: dict, bundle_root: Path | str = "BUNDLE"):

@@ -16,7 +16,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from lulc.runtime.errors import LulcError
+from lulc.runtime.core.errors import LulcError
 
 #: ImageNet kernels are in R, G, B order; band names that mean each (Sentinel-2 and plain)
 RGB_NAMES = (("b04", "red"), ("b03", "green"), ("b02", "blue"))

@@ -14,8 +14,8 @@ import rasterio
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
-from lulc.runtime.errors import InputRasterError
-from lulc.runtime.manifest import InputSpec, Normalization
+from lulc.runtime.core.errors import InputRasterError
+from lulc.runtime.core.manifest import InputSpec, Normalization
 
 #: how ``check_input`` compares band names: strict (the default), auto, ignore
 BAND_NAME_MODES = ("strict", "auto", "ignore")

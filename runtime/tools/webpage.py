@@ -33,7 +33,7 @@ def web_root() -> Path:
     override = os.environ.get("LULC_WEB_DIR")
     if override:
         return Path(override).expanduser().resolve()
-    return Path(__file__).resolve().parents[1] / "web"
+    return Path(__file__).resolve().parents[2] / "web"
 
 
 @lru_cache(maxsize=8)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from lulc.runtime.errors import OutputError
+from lulc.runtime.core.errors import OutputError
 
 PathLike = str | os.PathLike
 

@@ -2,39 +2,21 @@
 
 Three passes touch every pixel: pack (normalise raw bands into model tiles), blend
 (accumulate weighted tile probabilities into a block) and finalize (argmax, scaled bands);
-``mode_2x2`` then builds the written map's overviews (:mod:`lulc.runtime.overviews`).
+``mode_2x2`` then builds the written map's overviews (:mod:`lulc.runtime.io.overviews`).
 Every kernel writes into caller-owned buffers: the runtime reuses them block after block,
 because page-faulting fresh 50-100 MB arrays per block cost more than the kernels themselves.
 Each kernel is ``nogil`` so the reader, model and writer threads overlap. ``reference_*``
 functions are the plain NumPy definitions the tests compare these and the CUDA twins
-(:mod:`lulc.runtime.cuda_kernels`) against; :func:`for_array` picks the twin by array type.
+(:mod:`lulc.runtime.kernels.cuda`) against; :func:`lulc.runtime.kernels.block_ops` picks the twin.
 """
 from __future__ import annotations
-
-import sys
-from types import ModuleType
 
 import numpy as np
 from numba import njit, prange
 
-#: class-band value for pixels without a valid prediction
-NODATA_CLASS = 255
-#: probability bands are scaled to 0..PROB_SCALE so that 255 stays free for nodata
-PROB_SCALE = 254
+from lulc.runtime.io.mapformat import NODATA_CLASS, PROB_SCALE
+
 _GAP = np.uint8(NODATA_CLASS)  # an overview cell's pixels past the raster edge: never counted
-
-
-def for_array(array) -> ModuleType:
-    """The kernel module for ``array``: CUDA twins for device arrays, these CPU kernels otherwise.
-
-    The one place where host/device dispatch happens, so callers never branch on the device.
-    """
-    # Numba's CUDA simulator arrays lack the interface but live in numba.cuda
-    if hasattr(array, "__cuda_array_interface__") or type(array).__module__.startswith("numba.cuda"):
-        from lulc.runtime import cuda_kernels
-
-        return cuda_kernels
-    return sys.modules[__name__]
 
 
 @njit(nogil=True, cache=True, inline="always")

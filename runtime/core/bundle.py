@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from lulc.runtime.errors import BundleError
-from lulc.runtime.manifest import SCHEMA_VERSION, Artifact, Manifest
+from lulc.runtime.core.errors import BundleError
+from lulc.runtime.core.manifest import SCHEMA_VERSION, Artifact, Manifest
 
 MANIFEST = "bundle.json"
 SAMPLES = "samples.npz"

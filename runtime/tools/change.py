@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from lulc.runtime.errors import InputRasterError
-from lulc.runtime.kernels import NODATA_CLASS
-from lulc.runtime.rasters import open_raster
-from lulc.runtime.outputs import check_outputs, locked_all, replace_atomically, temp_path
+from lulc.runtime.core.errors import InputRasterError
+from lulc.runtime.io.mapformat import NODATA_CLASS
+from lulc.runtime.io.rasters import open_raster
+from lulc.runtime.io.outputs import check_outputs, locked_all, replace_atomically, temp_path
 
 UNCHANGED_COLOR = (60, 60, 60)
 

@@ -2,7 +2,7 @@
 
 Inference runs in the page, so the server only hands out static files. Three things are
 served under fixed URL prefixes so the page never needs to know where they live on disk:
-``/`` the page (``lulc.runtime.webpage.web_root()``: a checkout's ``web/`` or the wheel's
+``/`` the page (``lulc.runtime.tools.webpage.web_root()``: a checkout's ``web/`` or the wheel's
 ``lulc/web/``) with the library files listed in its ``vendor.txt`` under ``/node_modules/``,
 ``/bundle/`` the model bundle and ``/sample.tif`` a sample scene; ``/demo.json`` tells the page
 what is available. Nothing else is served: no directory listings, no other file of the web
@@ -32,10 +32,10 @@ from urllib.parse import unquote, urlsplit
 
 import click
 
-from lulc.runtime.bundle import Bundle
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import handle_errors
-from lulc.runtime.errors import BackendUnavailable, BundleError, InputRasterError, LulcError
-from lulc.runtime.webpage import libs_hint, missing_libs, vendored_libs, web_root
+from lulc.runtime.core.errors import BackendUnavailable, BundleError, InputRasterError, LulcError
+from lulc.runtime.tools.webpage import libs_hint, missing_libs, vendored_libs, web_root
 
 logger = logging.getLogger(__name__)
 

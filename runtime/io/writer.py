@@ -19,24 +19,14 @@ from rasterio.errors import RasterioError
 from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
-from lulc.runtime.errors import LulcError, OutputError
-from lulc.runtime.kernels import NODATA_CLASS, PROB_SCALE
-from lulc.runtime.manifest import ClassInfo
-from lulc.runtime.outputs import replace_atomically, temp_path
-from lulc.runtime.overviews import level_paths, with_overviews, write_levels
-from lulc.runtime.resume import crc_bands
+from lulc.runtime.core.errors import LulcError, OutputError
+from lulc.runtime.io.mapformat import NODATA_CLASS, PROB_SCALE, band_layout
+from lulc.runtime.core.manifest import ClassInfo
+from lulc.runtime.io.outputs import replace_atomically, temp_path
+from lulc.runtime.io.overviews import level_paths, with_overviews, write_levels
+from lulc.runtime.io.resume import crc_bands
 
 T = TypeVar("T")
-
-
-def band_layout(classes: list[ClassInfo], probabilities: bool, confidence: bool) -> list[str]:
-    """Band descriptions in output order: class, then per-class probabilities, then confidence."""
-    names = ["class"]
-    if probabilities:
-        names += [f"prob_{c.name}" for c in classes]
-    if confidence:
-        names.append("confidence")
-    return names
 
 
 class PartialMap:
@@ -44,7 +34,7 @@ class PartialMap:
 
     :meth:`sync` closes and reopens it, which is the only way to make GDAL write every
     cached block and the TIFF directory; with the fsync that follows, the rows written so
-    far survive a SIGKILL, which is what lets :mod:`lulc.runtime.resume` trust them.
+    far survive a SIGKILL, which is what lets :mod:`lulc.runtime.io.resume` trust them.
     """
 
     def __init__(self, final: Path, profile_src: rasterio.io.DatasetReader, classes: list[ClassInfo],
@@ -202,7 +192,7 @@ def _describe(dst, classes: list[ClassInfo], names: list[str], tags: dict[str, s
 def _to_cog(work: Path, final: Path, smooth: bool) -> None:
     """Compress into a Cloud-Optimised GeoTIFF next to ``final``, then rename into place.
 
-    Overviews are the mode of each 2 x 2 cell (:mod:`lulc.runtime.overviews`). Horizontal
+    Overviews are the mode of each 2 x 2 cell (:mod:`lulc.runtime.io.overviews`). Horizontal
     differencing (predictor 2) shrinks the smooth probability bands but grows a class band,
     whose neighbouring ids have no numeric relation: without it the sample scene's class map
     is 13 % smaller (108 vs 124 KB) and compresses faster.

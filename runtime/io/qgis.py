@@ -11,8 +11,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from lulc.runtime.manifest import ClassInfo
-from lulc.runtime.outputs import replace_atomically, temp_path
+from lulc.runtime.core.manifest import ClassInfo
+from lulc.runtime.io.outputs import replace_atomically, temp_path
 
 
 def sidecar_paths(final: Path) -> dict[str, Path]:

@@ -4,20 +4,15 @@ A single-date bundle drops a pixel when ANY band is nodata. On a time series tha
 drop every pixel that was cloudy once, so here a *date* is missing for a pixel when any of
 its bands is nodata/NaN, the missing date's channels are fed to the model as NaN (the
 temporal models mask them, see ``lulc.training.models.recurrent``), and a pixel is nodata
-only when ALL its dates are missing. :class:`TemporalKernels` has the signatures of
-``kernels.mask_nodata`` / ``kernels.pack_tiles`` so the block runner just swaps them in.
+only when ALL its dates are missing. :class:`lulc.runtime.kernels.BlockOps` calls these in place
+of the single-date ``mask_nodata`` / ``pack_tiles`` for time-series bundles.
 """
 from __future__ import annotations
-
-from types import ModuleType
 
 import numpy as np
 from numba import njit, prange
 
-from lulc.runtime.errors import BackendUnavailable
-from lulc.runtime import kernels
-from lulc.runtime.kernels import is_missing
-from lulc.runtime.manifest import Manifest
+from lulc.runtime.kernels.cpu import is_missing
 
 
 @njit(nogil=True, cache=True)
@@ -60,37 +55,6 @@ def pack_dates(block, valid, ys, xs, mean, inv_std, out, counts, bands: int, nod
                     for b in range(b0, b0 + bands):
                         out[n, i, j, b] = np.nan if gap else (block[b, y0 + i, x0 + j] - mean[b]) * inv_std[b]
         counts[n] = count
-
-
-class TemporalKernels:
-    """Drop-in for the block runner's mask/pack kernels, bound to a bundle's bands per date.
-
-    The nodata value arrives with ``mask_nodata`` and is kept for ``pack_tiles`` (whose
-    single-date signature has no nodata argument); the runner calls both on one thread.
-    """
-
-    def __init__(self, bands_per_date: int):
-        self.bands = bands_per_date
-        self.nodata, self.use_nodata = np.nan, False
-
-    def mask_nodata(self, block: np.ndarray, nodata: float, use_nodata: bool, valid: np.ndarray) -> None:
-        self.nodata, self.use_nodata = nodata, use_nodata
-        mask_all_dates(block, self.bands, nodata, use_nodata, valid)
-
-    def pack_tiles(self, block, valid, ys, xs, mean, inv_std, out, counts) -> None:
-        pack_dates(block, valid, ys, xs, mean, inv_std, out, counts, self.bands, self.nodata, self.use_nodata)
-
-
-def kernels_for(manifest: Manifest, kx: ModuleType):
-    """The mask/pack kernels for a bundle: ``kx`` (the block's kernel module) for single-date
-    bundles, the per-date ones when it reads a time series."""
-    steps = manifest.input.time_steps
-    if not steps or steps < 2:
-        return kx
-    if kx is not kernels:
-        raise BackendUnavailable("time-series bundles run with host (CPU) buffers; "
-                                 "use --backend onnx on the CPU execution provider")
-    return TemporalKernels(len(manifest.input.channels) // steps)
 
 
 def reference_mask_dates(raw: np.ndarray, nodata: float | None, bands: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 
 GDAL's COG driver can compute mode overviews itself, but its generic resampler took half of
 the COG conversion (4096² class map: 0.27 s with it, 0.13 s copying given levels), time
-added to every run after the model has finished. Our kernel (:func:`lulc.runtime.kernels.mode_2x2`) does the same job in ~10 ms
+added to every run after the model has finished. Our kernel (:func:`lulc.runtime.kernels.cpu.mode_2x2`) does the same job in ~10 ms
 per 16 MPix, strip by strip so memory stays bounded, and the COG driver then copies the
 levels (:func:`with_overviews` hands them over in a VRT): 0.17 s for the whole COG step.
 """
@@ -17,7 +17,7 @@ import rasterio
 from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
-from lulc.runtime.kernels import mode_2x2
+from lulc.runtime.kernels.cpu import mode_2x2
 
 #: bytes of the source level read at once: memory stays bounded however wide the map
 STRIP_BYTES = 64 * 2**20

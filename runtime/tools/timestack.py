@@ -28,8 +28,8 @@ from rasterio.errors import RasterioError
 from rasterio.warp import reproject
 from rasterio.windows import Window
 
-from lulc.runtime.errors import InputRasterError, LulcError, OutputError
-from lulc.runtime.outputs import check_output_folder, locked, publish_folder, temp_path
+from lulc.runtime.core.errors import InputRasterError, LulcError, OutputError
+from lulc.runtime.io.outputs import check_output_folder, locked, publish_folder, temp_path
 
 logger = logging.getLogger(__name__)
 

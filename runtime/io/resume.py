@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lulc.runtime.outputs import fsync_folder, temp_path
+from lulc.runtime.io.outputs import fsync_folder, temp_path
 
 logger = logging.getLogger(__name__)
 

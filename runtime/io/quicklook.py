@@ -14,8 +14,8 @@ import rasterio
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import Resampling
 
-from lulc.runtime.kernels import NODATA_CLASS
-from lulc.runtime.outputs import replace_atomically, temp_path
+from lulc.runtime.io.mapformat import NODATA_CLASS
+from lulc.runtime.io.outputs import replace_atomically, temp_path
 
 SWATCH = 12  # px side of a legend colour box
 LINE = 16  # px per legend line

@@ -1,5 +1,5 @@
-"""``lulc stack`` and ``lulc change``: thin commands over :mod:`lulc.runtime.timestack` and
-:mod:`lulc.runtime.change` (no TensorFlow: both run on the edge install)."""
+"""``lulc stack`` and ``lulc change``: thin commands over :mod:`lulc.runtime.tools.timestack` and
+:mod:`lulc.runtime.tools.change` (no TensorFlow: both run on the edge install)."""
 from __future__ import annotations
 
 import click
@@ -24,7 +24,7 @@ def _names(value: str | None) -> list[str] | None:
 def stack(inputs, output, bands, mask_band, mask_valid, align, nodata, overwrite):
     """Stack dated rasters (files or per-date folders of band files, or one folder of them) into
     one VRT per band over time and a date-major stack.vrt for `lulc train` and `lulc-infer`."""
-    from lulc.runtime.timestack import build_stack
+    from lulc.runtime.tools.timestack import build_stack
 
     valid = tuple(int(v) for v in _names(mask_valid) or ())
     info = build_stack(list(inputs), output, _names(bands), mask_band, valid, align, nodata, overwrite)
@@ -41,7 +41,7 @@ def stack(inputs, output, bands, mask_band, mask_valid, align, nodata, overwrite
 @handle_errors
 def change(map_a, map_b, output, table, overwrite):
     """From-to change between class maps MAP_A (before) and MAP_B (after) of the same class list."""
-    from lulc.runtime.change import detect_change
+    from lulc.runtime.tools.change import detect_change
 
     summary = detect_change(map_a, map_b, output, table, overwrite)
     changed = sum(ha for f, t, _, ha in summary.rows if f != t)

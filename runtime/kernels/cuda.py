@@ -1,4 +1,4 @@
-"""Numba CUDA twins of :mod:`lulc.runtime.kernels`, for device-resident blocks.
+"""Numba CUDA twins of :mod:`lulc.runtime.kernels.cpu`, for device-resident blocks.
 
 Same names, signatures and results as the CPU kernels; :func:`lulc.runtime.kernels.for_array`
 picks this module for arrays exposing ``__cuda_array_interface__`` (Numba, CuPy, PyTorch,
@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from lulc.runtime.kernels import NODATA_CLASS, PROB_SCALE
+from lulc.runtime.io.mapformat import NODATA_CLASS, PROB_SCALE
 
 _THREADS_2D = (16, 16)
 
@@ -37,7 +37,7 @@ def _mask(block, nodata, use_nodata, valid):
 
 
 def mask_nodata(block, nodata: float, use_nodata: bool, valid) -> None:
-    """Device twin of :func:`lulc.runtime.kernels.mask_nodata`."""
+    """Device twin of :func:`lulc.runtime.kernels.cpu.mask_nodata`."""
     blocks, threads = _grid_2d(*valid.shape)
     _mask[blocks, threads](block, np.float32(nodata), use_nodata, valid)
 
@@ -67,7 +67,7 @@ def _zero_1d(a):
 
 
 def pack_tiles(block, valid, ys, xs, mean, inv_std, out, counts) -> None:
-    """Device twin of :func:`lulc.runtime.kernels.pack_tiles` (``ys``/``xs``/``mean``/``inv_std`` host or device)."""
+    """Device twin of :func:`lulc.runtime.kernels.cpu.pack_tiles` (``ys``/``xs``/``mean``/``inv_std`` host or device)."""
     n, size = out.shape[0], out.shape[1]
     _zero_1d[math.ceil(n / 128), 128](counts)
     ys, xs, mean, inv_std = (_on_device(a) for a in (ys, xs, mean, inv_std))
@@ -95,7 +95,7 @@ def _blend(probs, ys, xs, weight, acc):
 
 
 def blend_accumulate(probs, ys, xs, weight, acc) -> None:
-    """Device twin of :func:`lulc.runtime.kernels.blend_accumulate`: one thread per accumulator pixel."""
+    """Device twin of :func:`lulc.runtime.kernels.cpu.blend_accumulate`: one thread per accumulator pixel."""
     blocks, threads = _grid_2d(acc.shape[1], acc.shape[2])
     _blend[blocks, threads](probs, _on_device(ys), _on_device(xs), _on_device(weight), acc)
 
@@ -130,7 +130,7 @@ def _finalize(acc, valid, classes, probs, confidence, want_probs, want_conf):
 
 
 def finalize(acc, valid, classes, probs, confidence, want_probs: bool, want_conf: bool) -> None:
-    """Device twin of :func:`lulc.runtime.kernels.finalize`."""
+    """Device twin of :func:`lulc.runtime.kernels.cpu.finalize`."""
     blocks, threads = _grid_2d(*classes.shape)
     _finalize[blocks, threads](acc, valid, classes, probs, confidence, want_probs, want_conf)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lulc.runtime.errors import InputRasterError
-from lulc.runtime.rasters import open_raster
-from lulc.runtime.timestack import write_vrt
+from lulc.runtime.core.errors import InputRasterError
+from lulc.runtime.io.rasters import open_raster
+from lulc.runtime.tools.timestack import write_vrt
 
 
 def same_grid(a, b) -> bool:

@@ -1,0 +1,74 @@
+"""The runtime's compute kernels: Numba CPU kernels (:mod:`.cpu`), their CUDA twins (:mod:`.cuda`)
+and the per-date masking of time series (:mod:`.temporal`).
+
+:func:`block_ops` is the one place where a run's kernels are chosen: the twin that matches
+where the block buffers live (host or CUDA device), and the masking rule of the bundle
+(a pixel is nodata when any band is, or, for a time series, when every date is missing).
+"""
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+
+from lulc.runtime.core.errors import BackendUnavailable
+from lulc.runtime.core.manifest import Manifest
+
+
+def is_device_array(array: object) -> bool:
+    """Whether ``array`` lives on a CUDA device (Numba device arrays, CuPy, the CUDA simulator's)."""
+    return hasattr(array, "__cuda_array_interface__") or type(array).__module__.startswith("numba.cuda")
+
+
+def for_array(array: object) -> ModuleType:
+    """The kernel module for ``array``: the CUDA twins for device arrays, the CPU kernels otherwise."""
+    if is_device_array(array):
+        from lulc.runtime.kernels import cuda
+
+        return cuda
+    from lulc.runtime.kernels import cpu
+
+    return cpu
+
+
+class BlockOps:
+    """The kernels of one run, chosen once: ``arrays`` (the cpu or cuda module: buffers,
+    blending, finalising) and :meth:`mask` / :meth:`pack` bound to the input's nodata and to
+    the bundle's masking rule."""
+
+    def __init__(self, arrays: ModuleType, manifest: Manifest, nodata: float | None):
+        self.arrays = arrays
+        self.nodata = np.nan if nodata is None else float(nodata)
+        self.use_nodata = nodata is not None
+        steps = manifest.input.time_steps
+        self.bands_per_date = len(manifest.input.channels) // steps if steps and steps > 1 else None
+        if self.bands_per_date and arrays.__name__.endswith(".cuda"):
+            raise BackendUnavailable("time-series bundles run with host (CPU) buffers; use --device cpu")
+
+    def mask(self, block, valid) -> None:
+        """valid (H, W) from the raw block (C, H, W): False where the pixel has no usable data."""
+        if self.bands_per_date:
+            from lulc.runtime.kernels.temporal import mask_all_dates
+
+            mask_all_dates(block, self.bands_per_date, self.nodata, self.use_nodata, valid)
+        else:
+            self.arrays.mask_nodata(block, self.nodata, self.use_nodata, valid)
+
+    def pack(self, block, valid, ys, xs, mean, inv_std, out, counts) -> None:
+        """Normalised model tiles (N, T, T, C) and valid pixels per tile, from the masked block."""
+        if self.bands_per_date:
+            from lulc.runtime.kernels.temporal import pack_dates
+
+            pack_dates(block, valid, ys, xs, mean, inv_std, out, counts, self.bands_per_date, self.nodata,
+                       self.use_nodata)
+        else:
+            self.arrays.pack_tiles(block, valid, ys, xs, mean, inv_std, out, counts)
+
+
+def block_ops(on_device: bool, manifest: Manifest, nodata: float | None) -> BlockOps:
+    """The kernels for a run whose block buffers live on the GPU (``on_device``) or the host."""
+    if on_device:
+        from lulc.runtime.kernels import cuda as arrays
+    else:
+        from lulc.runtime.kernels import cpu as arrays
+    return BlockOps(arrays, manifest, nodata)
