@@ -20,7 +20,7 @@ import numpy as np
 
 from lulc.runtime.core.errors import InputRasterError
 from lulc.runtime.io.rasters import open_raster
-from lulc.runtime.tools.timestack import write_vrt
+from lulc.runtime.io.vrt import write_vrt
 
 
 def same_grid(a, b) -> bool:

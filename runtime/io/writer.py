@@ -23,7 +23,8 @@ from lulc.runtime.core.errors import LulcError, OutputError
 from lulc.runtime.io.mapformat import NODATA_CLASS, PROB_SCALE, band_layout
 from lulc.runtime.core.manifest import ClassInfo
 from lulc.runtime.io.outputs import replace_atomically, temp_path
-from lulc.runtime.io.overviews import level_paths, with_overviews, write_levels
+from lulc.runtime.io.overviews import level_paths, write_levels
+from lulc.runtime.io.vrt import with_overviews
 from lulc.runtime.io.resume import crc_bands
 
 T = TypeVar("T")

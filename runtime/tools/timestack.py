@@ -19,7 +19,6 @@ import shutil
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -29,6 +28,7 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from lulc.runtime.core.errors import InputRasterError, LulcError, OutputError
+from lulc.runtime.io.vrt import write_vrt
 from lulc.runtime.io.outputs import check_output_folder, locked, publish_folder, temp_path
 
 logger = logging.getLogger(__name__)
@@ -39,10 +39,6 @@ FMASK_CLEAR = (0, 1)
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2"}
 _LANDSAT_ID = re.compile(r"L[CETMO]\d\d{6}(\d{4})(\d{3})")
 _ISO_DATE = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?!\d)")
-_VRT_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
-              "int32": "Int32", "float32": "Float32", "float64": "Float64"}
-
-
 @dataclass
 class DatedItem:
     """One acquisition: its date and, per band name, the (file, band index) holding it."""
@@ -136,40 +132,6 @@ def _is_date_folder(path: Path) -> bool:
 def _grid(path: Path) -> tuple:
     with rasterio.open(path) as src:
         return src.crs, src.transform, src.width, src.height
-
-
-def _vrt_band(index: int, dtype: str, description: str, nodata: float | None, source: Path, band: int,
-              root: Path, source_nodata: float | None = None) -> str:
-    """One VRT band; with ``source_nodata`` the source's pixels of that value are left out
-    (a ComplexSource), so they read as the band's own ``nodata``."""
-    try:
-        rel, relative = source.resolve().relative_to(root.resolve()).as_posix(), 1
-    except ValueError:
-        rel, relative = source.resolve().as_posix(), 0
-    nd = f"<NoDataValue>{nodata!r}</NoDataValue>" if nodata is not None else ""
-    kind = "SimpleSource" if source_nodata is None else "ComplexSource"
-    src_nd = "" if source_nodata is None else f"<NODATA>{source_nodata!r}</NODATA>"
-    return (f'  <VRTRasterBand dataType="{_VRT_TYPES[dtype]}" band="{index}">'
-            f"<Description>{escape(description)}</Description>{nd}"
-            f'<{kind}><SourceFilename relativeToVRT="{relative}">{escape(rel)}</SourceFilename>'
-            f"<SourceBand>{band}</SourceBand>{src_nd}</{kind}></VRTRasterBand>")
-
-
-def write_vrt(path: Path, grid: tuple, dtype: str, nodata: float | None,
-              bands: list[tuple[str, Path, int]], tags: dict[str, str],
-              source_nodata: list[float | None] | None = None) -> None:
-    """Write a VRT whose bands are (description, source file, source band) on one shared grid;
-    ``source_nodata`` (one value or None per band) maps each source's own nodata to ``nodata``."""
-    crs, transform, width, height = grid
-    meta = "".join(f'<MDI key="{k}">{escape(v)}</MDI>' for k, v in tags.items())
-    per_band = source_nodata or [None] * len(bands)
-    body = "\n".join(_vrt_band(i, dtype, d, nodata, src, b, path.parent, snd)
-                     for i, ((d, src, b), snd) in enumerate(zip(bands, per_band), 1))
-    path.write_text(
-        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">\n'
-        f"  <SRS>{escape(crs.to_wkt())}</SRS>\n"
-        f"  <GeoTransform>{', '.join(repr(v) for v in transform.to_gdal())}</GeoTransform>\n"
-        f"  <Metadata>{meta}</Metadata>\n{body}\n</VRTDataset>\n")
 
 
 def _masked_date(item: DatedItem, bands: list[str], mask_band: str | None, valid: tuple[int, ...],
