@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from lulc.runtime.core.errors import LulcError
+from lulc.training.config import SettingError
 from lulc.training.models import build_model
 from lulc.training.models.pretrained import adapt_kernel, rgb_positions
 
 S2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
-TINY = {"depth": 2, "width": 4, "patch": 32}
+TINY = {"depth": 2, "width": 4}
 
 
 def one_step(model, size: int = 32, channels: int = 13, classes: int = 3) -> float:
@@ -21,14 +22,21 @@ def one_step(model, size: int = 32, channels: int = 13, classes: int = 3) -> flo
     return float(model.train_on_batch(x, y))
 
 
-@pytest.mark.parametrize("arch", ["unet", "fcn", "scene-cnn"])
-def test_light_architectures_build_and_train(arch):
-    model = build_model(arch, 13, 3, **TINY)
+@pytest.mark.parametrize(("arch", "extra"), [("unet", {}), ("fcn", {}), ("scene-cnn", {"patch": 32})])
+def test_light_architectures_build_and_train(arch, extra):
+    model = build_model(arch, 13, 3, **TINY, **extra)
     assert model.output_shape == (None, None, None, 3)
     out = model.predict(np.zeros((1, 64, 64, 13), np.float32), verbose=0)
     assert out.shape == (1, 64, 64, 3)
     np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-5)
     assert np.isfinite(one_step(model))
+
+
+def test_an_option_the_builder_does_not_take_is_refused_with_the_ones_it_does():
+    with pytest.raises(SettingError, match=r"--units is not an option of mtlcc \(its options: filters, kernel, cell"):
+        build_model("mtlcc", 6, 3, time_steps=2, units=8)
+    with pytest.raises(SettingError, match=r"model_options.patch is not an option of unet \(its options: depth, width\)"):
+        build_model("unet", 4, 3, patch=32)
 
 
 def test_scene_model_gives_one_class_per_cell():

@@ -17,6 +17,20 @@ from typing import Any
 from lulc.runtime.core.errors import LulcError
 
 
+class SettingError(LulcError):
+    """A setting no run can use, or settings that do not go together.
+
+    ``hint`` names the setting (``--tile``, or a config file's key) so the CLI can report it
+    as a bad option (``click.BadParameter``, exit code 2) the way click reports a wrong type;
+    ``hint=None`` means a wrong combination of settings (``click.UsageError``). Library callers
+    catch it as any :class:`LulcError`.
+    """
+
+    def __init__(self, hint: str | None, problem: str):
+        super().__init__(f"{hint} {problem}" if hint else problem)
+        self.hint, self.problem = hint, problem
+
+
 @dataclass
 class TrainConfig:
     image: list[str] | str | None = None  # one or more co-registered rasters, stacked in order
@@ -180,7 +194,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     # relative paths in the file are relative to the file, not the working directory
     for key in PATH_KEYS:
         if isinstance(settings.get(key), str):
-            settings[key] = str((path.parent / settings[key]))
+            settings[key] = str(path.parent / settings[key])
     if settings.get("image"):
         images = [settings["image"]] if isinstance(settings["image"], str) else settings["image"]
         settings["image"] = [str(path.parent / p) for p in images]

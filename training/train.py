@@ -15,8 +15,7 @@ from pathlib import Path
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import LulcError
 from lulc.runtime.core.manifest import TileSpec
-from lulc.training.bundle_writer import (CHECKPOINTS, WORK, deterministic, finish_bundle, held_out_metrics, start_run,
-                                         write_bundle)
+from lulc.training.bundle_writer import CHECKPOINTS, WORK, deterministic, finish_bundle, held_out_metrics, start_run, write_bundle
 from lulc.training.config import TrainConfig
 from lulc.training.data import SPLITS
 
@@ -50,7 +49,7 @@ def _train_into(cfg: TrainConfig, config_record: dict | None, staging: Path) -> 
     from lulc.training.dataset import make_dataset
     from lulc.training.fit import fit
     from lulc.training.inputs import prepare_samples
-    from lulc.training.models import build_model, task_of
+    from lulc.training.models import accepted_options, build_model, task_of
 
     t0 = start_run(staging)
     samples = prepare_samples(cfg, staging / WORK)
@@ -60,10 +59,13 @@ def _train_into(cfg: TrainConfig, config_record: dict | None, staging: Path) -> 
     logger.info("samples per split: %s", tiles.split_record["tiles"])
 
     deterministic(cfg.seed)
+    # run-wide settings go to the builders that read them (scene-vgg16 has no depth); the
+    # model_options are the user's own, so build_model refuses one its builder does not take
+    shared = {"depth": cfg.depth, "width": cfg.width, "patch": cfg.tile, "bands": samples.spec.channels,
+              "weights": cfg.weights, "freeze_backbone": cfg.freeze_backbone}
+    options = {k: v for k, v in shared.items() if k in accepted_options(cfg.arch)}
     try:
-        model = build_model(cfg.arch, len(samples.spec.channels), len(classes), depth=cfg.depth, width=cfg.width,
-                            patch=cfg.tile, bands=samples.spec.channels, weights=cfg.weights,
-                            freeze_backbone=cfg.freeze_backbone, **cfg.model_options)
+        model = build_model(cfg.arch, len(samples.spec.channels), len(classes), **{**options, **cfg.model_options})
     except ValueError as exc:
         raise LulcError(f"cannot build {cfg.arch}: {exc}") from None
     divisor = getattr(model, "divisor", 1)

@@ -7,7 +7,10 @@ each ``patch`` x ``patch`` cell of the input and repeating its class over the ce
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
+
+from lulc.training.config import MODEL_OPTIONS, SettingError, flag_name
 
 # name: (module, builder, task) — imported lazily so `lulc --help` never loads TensorFlow
 ARCHITECTURES: dict[str, tuple[str, str, str]] = {
@@ -24,10 +27,12 @@ ARCHITECTURES: dict[str, tuple[str, str, str]] = {
 
 
 def task_of(name: str) -> str:
+    """What the model's output means to the runtime: segmentation, scene, pixel-series..."""
     return ARCHITECTURES[name][2]
 
 
 def get_builder(name: str) -> Callable:
+    """The builder function of ``name`` (imports its module, and so Keras, only now)."""
     from importlib import import_module
 
     if name not in ARCHITECTURES:
@@ -36,8 +41,21 @@ def get_builder(name: str) -> Callable:
     return getattr(import_module(module), func)
 
 
-def build_model(name: str, channels: int, num_classes: int, **options):
-    """Build ``name`` with the options its builder accepts (depth, width, patch, weights...)."""
-    builder = get_builder(name)
-    accepted = inspect.signature(builder).parameters
-    return builder(channels, num_classes, **{k: v for k, v in options.items() if k in accepted})
+def accepted_options(name: str) -> list[str]:
+    """The keyword options of ``name``'s builder: what follows ``channels, num_classes``."""
+    return list(inspect.signature(get_builder(name)).parameters)[2:]
+
+
+def build_model(name: str, channels: int, num_classes: int, **options: Any) -> Any:
+    """Build ``name`` with ``options`` (depth, width, patch, weights, units...).
+
+    An option the builder does not take is an error naming the ones it does: dropped
+    silently, a misspelt or misplaced option would train the default model unnoticed.
+    """
+    accepted = accepted_options(name)
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        hint = flag_name(unknown[0]) if unknown[0] in MODEL_OPTIONS else f"model_options.{unknown[0]}"
+        settable = [k for k in accepted if k != "time_steps"]  # the stack's, not the user's
+        raise SettingError(hint, f"is not an option of {name} (its options: {', '.join(settable)})")
+    return get_builder(name)(channels, num_classes, **options)
