@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEMO ?= out/demo
 EPOCHS ?= 30
 
-.PHONY: demo test venv wheel clean system-node system-chromium
+.PHONY: demo test lint venv wheel clean system-node system-chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -56,7 +56,14 @@ demo: venv web/node_modules/.installed
 wheel: web/node_modules/.installed | $(BIN)/python
 	$(BIN)/python -m pip wheel --no-deps . -w dist
 
-test: venv web/node_modules/.installed system-chromium
+# Lint and types before the tests: ruff over the tree, mypy over the runtime as the package it
+# installs as (runtime/ linked in as .typecheck/lulc/runtime; see [tool.mypy]).
+lint: venv
+	$(BIN)/ruff check .
+	rm -rf .typecheck && mkdir -p .typecheck/lulc && ln -s ../../runtime .typecheck/lulc/runtime
+	MYPYPATH=.typecheck $(BIN)/mypy -p lulc.runtime
+
+test: venv web/node_modules/.installed system-chromium lint
 	$(BIN)/python -m pytest -q
 
 clean:

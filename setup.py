@@ -88,7 +88,7 @@ packages, package_dir = lulc_packages()
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data=WEB_DATA,
+    package_data={**WEB_DATA, "lulc.runtime": ["py.typed"]},  # typed: mypy checks code that imports it
     cmdclass={"build_py": BuildPyWithWebLibs},
     options={"build": {"build_base": private_build_base()}},
 )

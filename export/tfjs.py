@@ -15,9 +15,9 @@ import subprocess
 import sys
 import tempfile
 import types
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

@@ -40,10 +40,10 @@ from lulc.runtime.backends import prepare
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BackendUnavailable, InputRasterError, Interrupted
 from lulc.runtime.io.outputs import temp_path
-from lulc.runtime.pipeline import BlockRunner, stream_blocks
 from lulc.runtime.io.rasters import input_nodata, open_input
-from lulc.runtime.tiling import TileGrid, make_grid
 from lulc.runtime.io.writer import PartialMap, PartMap, map_tags
+from lulc.runtime.pipeline import BlockRunner, stream_blocks
+from lulc.runtime.tiling import TileGrid, make_grid
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -124,7 +124,7 @@ def one_at_a_time() -> Iterator[None]:
     import numba
 
     with _ONE_AT_A_TIME:
-        numba.set_num_threads(max(1, min(worker_threads(), numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(worker_threads(), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
         yield
 
 
@@ -186,6 +186,7 @@ def run_parts(bundle: Bundle, source: str | os.PathLike, final: Path, opts: Infe
     parts = temp_path(final, "parts")
     size, overlap = geometry
     grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
+    assert opts.dask is not None  # the caller runs here only with --dask
     with dask_client(opts.dask) as client:
         _reuse_or_reset(parts, key)
         workers = max(1, len(client.scheduler_info()["workers"]))
@@ -231,7 +232,8 @@ def _gather(client: Client, futures: list, progress: bool) -> dict:
     """Wait for the parts with one progress bar; Ctrl-C or a failed part cancels the rest."""
     from distributed import as_completed
 
-    figures = {"tiles_run": 0, "tiles_skipped": 0, "reused": 0, "sessions": set()}
+    figures: dict[str, Any] = {"tiles_run": 0, "tiles_skipped": 0, "reused": 0}
+    sessions: set = set()
     try:
         with tqdm(total=len(futures), desc="Classifying parts", unit="part", disable=not progress) as bar:
             for future in as_completed(futures):
@@ -239,19 +241,19 @@ def _gather(client: Client, futures: list, progress: bool) -> dict:
                 figures["tiles_run"] += done["tiles_run"]
                 figures["tiles_skipped"] += done["tiles_skipped"]
                 figures["reused"] += int(done["reused"])
-                figures["sessions"].add(done["session"])
+                sessions.add(done["session"])
                 bar.update(1)
     except BaseException:
         client.cancel(futures)
         raise
-    ran = sorted(s for s in figures.pop("sessions") if s) or [("-", "-", "-")]
+    ran = sorted(s for s in sessions if s) or [("-", "-", "-")]
     figures.update(backend=ran[0][0], device=f"dask: {', '.join(sorted({s[1] for s in ran}))}", precision=ran[0][2],
                    resumed=figures["reused"] > 0)
     return figures
 
 
 def assemble(final: Path, src, bundle: Bundle, opts: InferOptions, paths: list[Path], plan: list[tuple[int, int]],
-             grid: TileGrid, backend: dict) -> None:
+             grid: TileGrid, backend: str) -> None:
     """Copy the parts, strip by strip, into the partial map of ``final`` and write the COG."""
     partial = PartialMap(final, src, bundle.manifest.map_classes, opts.probabilities, opts.confidence,
                          map_tags(bundle, backend))

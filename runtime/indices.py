@@ -40,7 +40,9 @@ def index_bands(bands: list[str], derived: list[str]) -> list[tuple[int, int]]:
                 f"index '{name}' needs band(s) {', '.join(missing)} but the raster bands are {', '.join(bands)}; "
                 "name the bands (GeoTIFF band descriptions) or drop the index"
             )
-        pairs.append((found[0], found[1]))
+        a, b = found
+        assert a is not None and b is not None  # checked just above
+        pairs.append((a, b))
     return pairs
 
 

@@ -22,19 +22,19 @@ import numpy as np
 import rasterio
 from tqdm.auto import tqdm
 
-from lulc.runtime.kernels import cpu as kernels
 from lulc.runtime.backends import prepare
-from lulc.runtime.io.bandstack import write_band_stack
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import InputRasterError, Interrupted
+from lulc.runtime.io.bandstack import write_band_stack
 from lulc.runtime.io.outputs import check_outputs, locked_all, temp_path
-from lulc.runtime.pipeline import BlockRunner, block_window, stream_blocks
 from lulc.runtime.io.qgis import sidecar_paths, write_sidecars
 from lulc.runtime.io.quicklook import write_quicklook
 from lulc.runtime.io.rasters import input_nodata, open_input
 from lulc.runtime.io.resume import ResumeState
-from lulc.runtime.tiling import TileGrid, make_grid
 from lulc.runtime.io.writer import PartialMap, map_tags
+from lulc.runtime.kernels import cpu as kernels
+from lulc.runtime.pipeline import BlockRunner, block_window, stream_blocks
+from lulc.runtime.tiling import TileGrid, make_grid
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +215,7 @@ def _restore(runner: BlockRunner, grid: TileGrid, resume: ResumeState, partial: 
     if not partial.reopen(windows, resume.row_crcs):
         logger.warning("the partial map of %s does not match its resume state; starting over", partial.final)
         return 0
+    assert strip is not None  # load() returns a strip with every row count above 0
     pending = np.zeros(runner.pending.shape, np.float32)
     pending[:, :, x0 : x0 + strip.shape[2]] = strip
     runner.ops.arrays.to_device(pending, runner.pending)

@@ -11,18 +11,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from rasterio.windows import Window
 
-from lulc.runtime.kernels import block_ops
 from lulc.runtime.backends import Session, run_all
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BundleError
 from lulc.runtime.indices import fill_indices, index_bands
 from lulc.runtime.io.mapformat import NODATA_CLASS
 from lulc.runtime.io.rasters import read_padded
+from lulc.runtime.kernels import block_ops
 from lulc.runtime.tiling import Block, TileGrid, blend_weights
 
 if TYPE_CHECKING:
@@ -43,11 +43,12 @@ class _Slot:
     """Buffers for one block in flight, reused block after block (no per-block allocation)."""
 
     raw_host: np.ndarray  # (C, span, span) float32 as read, NaN outside the raster
-    raw: object  # the same block where the kernels run (the host array itself on CPU)
-    valid: object  # (span, span) bool
-    packed: object  # (tiles, T, T, C) float32 model input
-    counts: object  # valid pixels per tile
-    acc: object  # (K + 1, span, span) blended sums; all zero whenever the slot is free
+    # host NumPy or CUDA device arrays, where the session wants them
+    raw: Any  # the same block where the kernels run (the host array itself on CPU)
+    valid: Any  # (span, span) bool
+    packed: Any  # (tiles, T, T, C) float32 model input
+    counts: Any  # valid pixels per tile
+    acc: Any  # (K + 1, span, span) blended sums; all zero whenever the slot is free
 
 
 def auto_batch(tile: int) -> int:
@@ -202,9 +203,11 @@ def stream_blocks(runner: BlockRunner, src, partial: BlockSink, blocks: list[Blo
         finished.result()  # the slot's previous block is finalised: its buffers are free
         return runner.prepare(src, block, slot)
 
+    if not blocks:
+        return
     reads = [reader.submit(runner.prepare, src, b, s) for b, s in zip(blocks[:2], runner.slots)]
     row_writes = []
-    queued = runner.launch(blocks[0], reads[0].result()) if blocks else None
+    queued = runner.launch(blocks[0], reads[0].result())
     for i, block in enumerate(blocks):
         slot, launched = reads[i].result(), queued
         try:

@@ -125,7 +125,7 @@ class PixelSession(Session):
 
 
 @pytest.fixture
-def session(monkeypatch) -> "PixelSession":
+def session(monkeypatch) -> PixelSession:
     """A fast per-pixel model in place of the bundle's, for every run of lulc.runtime.infer."""
     from lulc.runtime import infer
 

@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import BANDS, synthetic_scene, write_raster
+from conftest import BANDS, run_without_tensorflow, synthetic_scene, write_raster
 from lulc.runtime import backends
 from lulc.runtime.backends import device_arrays, keras_backend, ort, trt
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import LulcError
-from conftest import run_without_tensorflow
 
 
 def _tiles(bundle: Bundle, n: int = 3) -> np.ndarray:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from click.testing import CliRunner
-from conftest import BANDS, synthetic_scene, write_raster
 
+from conftest import BANDS, synthetic_scene, write_raster
 from lulc.runtime.cli import main
 
 CLASSES = {0: "crop", 1: "forest", 2: "water"}

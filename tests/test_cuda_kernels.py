@@ -21,18 +21,17 @@ if not os.environ.get("LULC_TEST_REAL_CUDA") and "numba.cuda" not in sys.modules
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from numba import cuda  # noqa: E402, F811
-
 import rasterio  # noqa: E402
+from numba import cuda  # noqa: E402, F811
 
 from conftest import BANDS, synthetic_scene, write_raster  # noqa: E402
 from lulc.runtime import infer  # noqa: E402
 from lulc.runtime.backends import Session  # noqa: E402
-from lulc.runtime.kernels import cuda as cuda_kernels
+from lulc.runtime.infer import InferOptions, run_inference  # noqa: E402
 from lulc.runtime.io.mapformat import NODATA_CLASS
 from lulc.runtime.kernels import cpu as kernels
+from lulc.runtime.kernels import cuda as cuda_kernels
 from lulc.runtime.kernels import for_array
-from lulc.runtime.infer import InferOptions, run_inference  # noqa: E402
 from lulc.runtime.tiling import blend_weights  # noqa: E402
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("LULC_TEST_REAL_CUDA")) and not cuda.is_available(),

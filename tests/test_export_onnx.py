@@ -9,8 +9,8 @@ from onnx import numpy_helper
 
 from lulc.export import onnx as onnx_export
 from lulc.runtime.backends.ort import OrtSession
-from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import main
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import ParityError
 
 

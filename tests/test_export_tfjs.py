@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from lulc.export import tfjs
 from lulc.export.parity import keras_reference
-from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import main
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BackendUnavailable, ParityError
 
 pytestmark = pytest.mark.slow  # each export converts a SavedModel and starts Node (~10 s)

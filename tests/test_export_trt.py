@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from lulc.export import trt as trt_export
 from lulc.runtime.backends import prepare
 from lulc.runtime.backends.trt import EngineTarget, check_compatible, chunks
-from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import main
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BackendUnavailable, BundleError, LulcError
 from lulc.runtime.core.manifest import Artifact
 

@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import BANDS, cli_fails, infer_fails, one_line_failure, synthetic_scene, write_raster
-from lulc.runtime.core.bundle import MANIFEST, sha256sum
 from lulc.runtime.cli import main
+from lulc.runtime.core.bundle import MANIFEST, sha256sum
 
 LULC_INFER = Path(sys.executable).with_name("lulc-infer")
 

@@ -15,15 +15,14 @@ import rasterio
 from click.testing import CliRunner
 from rasterio.windows import Window
 
-from conftest import BANDS, synthetic_scene, write_raster
-from lulc.runtime.kernels import cpu as kernels
-from lulc.runtime.io.bandstack import write_band_stack
-from lulc.runtime.core.bundle import Bundle
+from conftest import BANDS, infer_fails, synthetic_scene, write_raster
 from lulc.runtime.cli import main
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import InputRasterError
 from lulc.runtime.core.manifest import InputSpec
+from lulc.runtime.io.bandstack import write_band_stack
 from lulc.runtime.io.rasters import generic_names, input_nodata, open_input, open_raster, read_padded
-from conftest import infer_fails
+from lulc.runtime.kernels import cpu as kernels
 
 H, W = 40, 50
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_raster
 
-from lulc.runtime.core.bundle import Bundle
+from conftest import write_raster
 from lulc.runtime.cli import main
+from lulc.runtime.core.bundle import Bundle
 
 TINY = ["--tile", "32", "--stride", "16", "--split-block", "32", "--depth", "2", "--width", "4",
         "--batch-size", "8", "--epochs", "1"]

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from conftest import BANDS, listing, synthetic_scene, write_raster
 from lulc.export.onnx import run_onnx
-from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import main
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.io.mapformat import NODATA_CLASS
 
 
@@ -206,7 +206,7 @@ def test_class_names_reach_gis_software(trained_bundle, odd_raster, tmp_path):
     assert rows == [[str(c.id), c.name, *map(str, c.color)] for c in classes]
     style = ET.parse(tmp_path / "map.qml").getroot()
     entries = [(e.get("value"), e.get("label"), e.get("color")) for e in style.iter("paletteEntry")]
-    assert entries == [(str(c.id), c.name, "#%02x%02x%02x" % tuple(c.color)) for c in classes]
+    assert entries == [(str(c.id), c.name, "#{:02x}{:02x}{:02x}".format(*c.color)) for c in classes]
     with rasterio.open(out) as dst:  # GDAL still opens the map with its sidecar, colours intact
         assert {k: v[:3] for k, v in dst.colormap(1).items() if k < len(classes)} == {c.id: tuple(c.color) for c in classes}
         assert dst.tags(1)["CLASS_0"] == classes[0].name

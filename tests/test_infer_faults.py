@@ -9,8 +9,7 @@ import rasterio
 from conftest import BANDS, listing, synthetic_scene, write_raster
 from lulc.runtime import infer
 from lulc.runtime.backends import Session
-from lulc.runtime.core.errors import InputRasterError
-from lulc.runtime.core.errors import Interrupted
+from lulc.runtime.core.errors import InputRasterError, Interrupted
 from lulc.runtime.infer import InferOptions, run_inference
 from lulc.runtime.io.mapformat import NODATA_CLASS
 

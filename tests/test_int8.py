@@ -14,13 +14,12 @@ import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 
+from conftest import BANDS, synthetic_scene, write_raster
 from lulc.export import int8
 from lulc.runtime.backends.ort import OrtSession
-from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import main
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BundleError, ParityError
-
-from conftest import BANDS, synthetic_scene, write_raster
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import BANDS, synthetic_scene, write_raster
+from conftest import BANDS, run_without_tensorflow, synthetic_scene, write_raster
 from lulc.runtime.io.mapformat import NODATA_CLASS
 from lulc.runtime.kernels import cpu as kernels
 from lulc.runtime.kernels import for_array
 from lulc.runtime.pipeline import batch_runs
 from lulc.runtime.tiling import blend_weights
-from conftest import run_without_tensorflow
 
 
 def random_block(rng, c=3, span=40):

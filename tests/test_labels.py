@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import write_raster
 from rasterio.warp import transform as warp_transform
 
+from conftest import write_raster
 from lulc.runtime.core.errors import LulcError
 from lulc.training.labels import IGNORE, aoi_mask, prepare_labels, rasterize_vector
 from lulc.training.sources import RasterStack

@@ -11,8 +11,8 @@ from conftest import BANDS, listing, synthetic_scene, write_raster
 from lulc.runtime.infer import InferOptions, run_inference
 from lulc.runtime.io import overviews
 from lulc.runtime.io.mapformat import NODATA_CLASS
-from lulc.runtime.kernels.cpu import mode_2x2, reference_mode_2x2
 from lulc.runtime.io.overviews import overview_sizes
+from lulc.runtime.kernels.cpu import mode_2x2, reference_mode_2x2
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 5, 1), (2, 7, 9), (3, 6, 8)])

@@ -1,10 +1,10 @@
 """The runtime is an edge install: it must import and classify with TensorFlow unimportable."""
 from __future__ import annotations
 
-
 import rasterio
 
 from conftest import BANDS, run_without_tensorflow, synthetic_scene, write_raster
+
 
 def test_import_runtime_without_tensorflow():
     proc = run_without_tensorflow(

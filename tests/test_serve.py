@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import BANDS, synthetic_scene, write_raster
 
+from conftest import BANDS, synthetic_scene, write_raster
 from lulc.runtime.core.bundle import MANIFEST
 from lulc.runtime.tools.serve import make_server
 from lulc.runtime.tools.webpage import vendored_libs, web_root

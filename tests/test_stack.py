@@ -6,9 +6,9 @@ import json
 import numpy as np
 import rasterio
 from click.testing import CliRunner
-from conftest import write_raster
 from rasterio.transform import from_origin
 
+from conftest import write_raster
 from lulc.runtime.cli import main
 from lulc.runtime.tools.timestack import parse_date, read_stack_info
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-from conftest import BANDS, synthetic_scene, write_raster
 
+from conftest import BANDS, synthetic_scene, write_raster
 from lulc.runtime.core.errors import InputRasterError, LulcError
 from lulc.runtime.indices import append_indices
 from lulc.training.data import SPLITS, SampleSpec, extract_tiles

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
-from conftest import write_raster
 
-from lulc.runtime.core.bundle import Bundle
+from conftest import write_raster
 from lulc.runtime.cli import main
+from lulc.runtime.core.bundle import Bundle
 from lulc.training.config import TrainConfig
 from lulc.training.train import train
 

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
-from conftest import BANDS, synthetic_scene, write_raster
 
-from lulc.runtime.core.bundle import MANIFEST
+from conftest import BANDS, synthetic_scene, write_raster
 from lulc.runtime.cli import main
+from lulc.runtime.core.bundle import MANIFEST
 from lulc.runtime.core.errors import BackendUnavailable
 from lulc.runtime.infer import InferOptions, run_inference
 from lulc.runtime.tools.serve import make_server, server_url

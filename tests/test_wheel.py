@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import BANDS, synthetic_scene, write_raster
 
+from conftest import BANDS, synthetic_scene, write_raster
 from lulc.runtime.tools.webpage import vendored_libs
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ import numpy as np
 from lulc.runtime import __version__
 from lulc.runtime.core.bundle import SAMPLES, Bundle, now_iso
 from lulc.runtime.core.manifest import ClassInfo, InputSpec, Manifest, Normalization, TileSpec
-from lulc.training.config import TemporalConfig, TrainConfig, check_numbers
+from lulc.training.config import TemporalConfig, TrainConfig
 from lulc.training.data import TileSet, count_test_blocks
 from lulc.training.labels import IGNORE
 from lulc.training.outputs import check_bundle_output, publish, staged
@@ -33,8 +33,7 @@ CURVES = "learning_curve.png"
 
 def write_bundle(cfg: TrainConfig | TemporalConfig, config_record: dict | None, build: Callable[[Path], None],
                  resumable: Callable[[Path], bool] = lambda staging: False) -> Bundle:
-    """Check the settings and the output before any work, let ``build`` fill the staging folder, publish it."""
-    check_numbers(cfg)
+    """Check the output before any work, let ``build`` fill the staging folder, publish it."""
     resume = getattr(cfg, "resume", False)
     output = check_bundle_output(cfg.output, [*cfg.inputs, (config_record or {}).get("file")], cfg.overwrite, resume)
     with staged(output, cfg.overwrite, resume, resumable) as staging:

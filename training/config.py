@@ -1,5 +1,11 @@
-"""Training settings: a dataclass per kind of model (single-date, temporal), filled from
-defaults < a YAML/JSON config file < flags.
+"""Training settings: one validated model per kind of run (single-date, temporal) on a shared
+base, filled from defaults < a YAML/JSON config file < flags.
+
+The configs are pydantic dataclasses, strict and closed (``extra="forbid"``): ``epochs: "ten"``
+or ``epochs: "10"`` in a config file, a misspelt key, ``--tile 0`` or ``--lr 0`` stop with one
+line naming the setting before any work, instead of failing deep inside a run or training
+with a value the user did not mean. Dataclasses (not ``BaseModel``) because exporters and
+``lulc evaluate`` rebuild a run's config from the bundle with :func:`dataclasses.fields`.
 
 Every field lands in the bundle's provenance, so a bundle says exactly how it was made; the
 config file's own path and checksum are recorded too. Input paths are stored absolute, so
@@ -10,9 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
 
 from lulc.runtime.core.errors import LulcError
 
@@ -31,48 +41,85 @@ class SettingError(LulcError):
         self.hint, self.problem = hint, problem
 
 
-@dataclass
-class TrainConfig:
-    image: list[str] | str | None = None  # one or more co-registered rasters, stacked in order
-    labels: str | None = None
-    output: str = ""
-    data: str | None = None  # EuroSAT-layout folder instead of image + labels
+def _absolute(value: Any) -> Any:
+    return os.path.abspath(os.fspath(value)) if isinstance(value, (str, os.PathLike)) and value else value
+
+
+def _absolute_list(value: Any) -> Any:
+    """One path or several (``--image`` repeated, or a YAML list) -> absolute paths."""
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    return [_absolute(p) for p in value] if isinstance(value, list) else value
+
+
+def _names(value: Any) -> Any:
+    """``--indices ndvi,NDWI`` -> ["ndvi", "ndwi"]; a YAML list is taken as it is."""
+    return [s.strip().lower() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+
+
+InputPath = Annotated[str | None, BeforeValidator(_absolute)]
+OutputPath = Annotated[str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)]
+Count = Annotated[int, Field(ge=1)]
+CountOrZero = Annotated[int, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+CLOSED = ConfigDict(extra="forbid", strict=True)
+C = TypeVar("C", bound="RunConfig")
+
+
+@dataclass(config=CLOSED)
+class RunConfig:
+    """Settings every training run has; each kind of run adds its own and its defaults."""
+
+    labels: InputPath = None
+    output: OutputPath = ""
     arch: str = "unet"
     label_column: str = "class"
-    classes: str | None = None
-    aoi: str | None = None
-    align: bool = False
-    indices: list[str] = field(default_factory=list)
-    epochs: int = 10
-    tile: int = 64  # segmentation tile, or scene patch, in px
-    stride: int | None = None
-    split_block: int | None = None
-    patch_rule: str = "majority"
-    min_labeled: float | None = None
+    classes: InputPath = None
+    epochs: Count = 10
+    tile: Count = 64  # segmentation tile, or scene patch, in px
+    stride: Count | None = None
+    split_block: Count | None = None
     seed: int = 0
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    depth: int = 3
-    width: int = 16
-    weights: str | None = None
+    batch_size: Count = 16
+    learning_rate: Positive = 1e-3
+    patience: CountOrZero = 5
+    infer_tile: Count = 256
+    infer_overlap: CountOrZero = 32
+    overwrite: bool = False
+    model_options: dict[str, Any] = Field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """Identity of the run for --resume: everything but how long and where to write."""
+        free = {"epochs", "patience", "overwrite", "resume", "output"}
+        kept = {k: v for k, v in asdict(self).items() if k not in free}
+        return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_record(cls: type[C], recorded: dict[str, Any]) -> C:
+        """The config a bundle's provenance recorded; keys this version does not know are dropped."""
+        names = {f.name for f in fields(cls)}
+        return validated(cls, {k: v for k, v in recorded.items() if k in names},
+                         lambda key: f"{key} (recorded in the bundle)")
+
+
+@dataclass(config=CLOSED)
+class TrainConfig(RunConfig):
+    """Settings of a single-date model (unet, fcn, scene-*) trained on rasters or a EuroSAT folder."""
+
+    image: Annotated[list[str] | None, BeforeValidator(_absolute_list)] = None  # co-registered, stacked in order
+    data: InputPath = None  # EuroSAT-layout folder instead of image + labels
+    aoi: InputPath = None
+    align: bool = False
+    indices: Annotated[list[str], BeforeValidator(_names)] = Field(default_factory=list)
+    patch_rule: Literal["majority", "centre"] = "majority"
+    min_labeled: Annotated[float, Field(gt=0, le=1)] | None = None
+    depth: Count = 3
+    width: Count = 16
+    weights: InputPath = None
     freeze_backbone: bool = False
     class_weights: str = "none"
-    brightness: float = 0.0
-    patience: int = 5
-    infer_tile: int = 256
-    infer_overlap: int = 32
-    overwrite: bool = False
+    brightness: Annotated[float, Field(ge=0, lt=1)] = 0.0
     resume: bool = False
-    model_options: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.image, str):
-            self.image = [self.image]
-        if isinstance(self.indices, str):
-            self.indices = [s.strip().lower() for s in self.indices.split(",") if s.strip()]
-        _absolute(self, ("labels", "data", "classes", "aoi", "weights"))
-        if self.image:
-            self.image = [os.path.abspath(p) for p in self.image]
 
     @property
     def inputs(self) -> list[str | None]:
@@ -83,47 +130,27 @@ class TrainConfig:
     def images(self) -> list[str]:
         return list(self.image or [])
 
-    def fingerprint(self) -> str:
-        """Identity of the run for --resume: everything but how long and where to write."""
-        free = {"epochs", "patience", "overwrite", "resume", "output"}
-        kept = {k: v for k, v in asdict(self).items() if k not in free}
-        return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-
-@dataclass
-class TemporalConfig:
+@dataclass(config=CLOSED)
+class TemporalConfig(RunConfig):
     """Settings of a temporal model (pixel-lstm, mtlcc, fcn-convlstm) trained on a ``lulc stack``."""
 
-    stack: str | None = None
-    labels: str | None = None
-    output: str = ""
+    stack: InputPath = None
     arch: str = "mtlcc"
-    label_column: str = "class"
-    classes: str | None = None
-    epochs: int = 10
-    tile: int = 24  # MTLCC's tile size
-    stride: int | None = None
-    split_block: int | None = None
-    seed: int = 0
-    batch_size: int = 4  # MTLCC's batch size
-    learning_rate: float = 1e-3
-    patience: int = 5
-    infer_tile: int = 64
-    infer_overlap: int = 8
-    sequence: str = "fixed"  # or "random": a random sorted subset of dates per batch
-    sequence_length: int | None = None
-    init_from: str | None = None  # a single-date unet bundle for the fcn-convlstm encoder
+    tile: Count = 24  # MTLCC's tile size
+    batch_size: Count = 4  # MTLCC's batch size
+    infer_tile: Count = 64
+    infer_overlap: CountOrZero = 8
+    sequence: Literal["fixed", "random"] = "fixed"  # random: a random sorted subset of dates per batch
+    sequence_length: Count | None = None
+    init_from: InputPath = None  # a single-date unet bundle for the fcn-convlstm encoder
     mask_unstable_water: str | None = None  # "GREEN,NIR" band names for the NDWI
     water_threshold: float = 0.0
     compare_single_date: bool = False
-    overwrite: bool = False
-    model_options: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _absolute(self, ("stack", "labels", "classes", "init_from"))
 
     @property
     def inputs(self) -> list[str | None]:
+        """Every file or folder the run reads (the output may be none of them)."""
         return [self.stack, self.labels, self.classes, self.init_from]
 
 
@@ -132,15 +159,7 @@ TEMPORAL_ARCHS = ("pixel-lstm", "mtlcc", "fcn-convlstm")
 MODEL_OPTIONS = ("units", "num_layers", "dropout", "filters", "cell", "depth", "width")
 #: flag names that differ from their setting's name
 ALIASES = {"lr": "learning_rate", "layers": "num_layers"}
-AT_LEAST_ONE = ("epochs", "tile", "stride", "split_block", "batch_size", "depth", "width", "infer_tile",
-                "sequence_length")
-AT_LEAST_ZERO = ("patience", "infer_overlap")
-
-
-def _absolute(cfg, names: tuple[str, ...]) -> None:
-    for name in names:
-        if getattr(cfg, name):
-            setattr(cfg, name, os.path.abspath(getattr(cfg, name)))
+PATH_KEYS = ("labels", "output", "data", "classes", "aoi", "weights", "stack", "init_from")
 
 
 def flag_name(setting: str) -> str:
@@ -149,26 +168,21 @@ def flag_name(setting: str) -> str:
     return "--" + flag.replace("_", "-")
 
 
-def check_numbers(cfg: TrainConfig | TemporalConfig) -> None:
-    """One clear line for a number no run can use, before any work (``--epochs 0`` would
-    otherwise write an untrained bundle, ``--tile 0`` fail deep inside the sampler)."""
-    for name in (*AT_LEAST_ONE, *AT_LEAST_ZERO):
-        value = getattr(cfg, name, None)
-        low = 1 if name in AT_LEAST_ONE else 0
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            raise LulcError(f"{flag_name(name)} must be a whole number of at least {low}, not {value}")
-    checks = {"learning_rate": (lambda v: v > 0, "a number > 0"),
-              "brightness": (lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1"),
-              "min_labeled": (lambda v: 0 < v <= 1, "a share above 0 and at most 1")}
-    for name, (ok, what) in checks.items():
-        value = getattr(cfg, name, None)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-            raise LulcError(f"{flag_name(name)} must be {what}, not {value}")
+def validated(cls: type[C], settings: dict[str, Any], where: Callable[[str], str] = flag_name) -> C:
+    """``cls(**settings)``, its first validation error as one :class:`SettingError` line.
 
-
-PATH_KEYS = ("labels", "output", "data", "classes", "aoi", "weights", "stack", "init_from")
+    ``where`` names a setting for the message: its flag, or its key in a config file.
+    """
+    try:
+        return cls(**settings)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = str(error["loc"][0]) if error["loc"] else "settings"
+        if error["type"] == "unexpected_keyword_argument":
+            valid = sorted({f.name for f in fields(cls)} | (set(MODEL_OPTIONS) if cls is TemporalConfig else set()))
+            raise SettingError(where(key), f"is not a setting (valid: {', '.join(valid)})") from None
+        problem = error["msg"].replace("Input should", "should", 1)
+        raise SettingError(where(key), f"{problem}, not {error['input']!r}") from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -186,37 +200,33 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise LulcError(f"config file {path} must be a mapping of setting: value")
     settings = {str(k).replace("-", "_"): v for k, v in raw.items()}
     settings = {ALIASES.get(k, k): v for k, v in settings.items()}
-    known = {f.name for cls in (TrainConfig, TemporalConfig) for f in fields(cls)} | set(MODEL_OPTIONS)
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise LulcError(f"config file {path} has unknown setting(s) {', '.join(unknown)}; "
-                        f"valid: {', '.join(sorted(known))}")
     # relative paths in the file are relative to the file, not the working directory
     for key in PATH_KEYS:
         if isinstance(settings.get(key), str):
-            settings[key] = str(path.parent / settings[key])
+            settings[key] = str((path.parent / settings[key]))
     if settings.get("image"):
         images = [settings["image"]] if isinstance(settings["image"], str) else settings["image"]
-        settings["image"] = [str(path.parent / p) for p in images]
+        settings["image"] = [str(path.parent / p) if isinstance(p, str) else p for p in images]
     return settings
 
 
-def _settings_for(settings: dict[str, Any]) -> tuple[type, dict[str, Any]]:
+def _settings_for(settings: dict[str, Any]) -> tuple[type[TrainConfig] | type[TemporalConfig], dict[str, Any]]:
     """The config class the arch needs (a stack without --arch means mtlcc), with the
     temporal builders' options moved into ``model_options``; settings of the other kind
-    of model are an error rather than silently ignored."""
+    of model are an error rather than silently ignored (unknown ones are the config's)."""
     temporal = settings.get("arch") in TEMPORAL_ARCHS or ("arch" not in settings and bool(settings.get("stack")))
-    cls = TemporalConfig if temporal else TrainConfig
+    cls, other = (TemporalConfig, TrainConfig) if temporal else (TrainConfig, TemporalConfig)
     settings = dict(settings)
     if temporal:
         settings.setdefault("arch", "mtlcc")
         options = {k: settings.pop(k) for k in MODEL_OPTIONS if k in settings}
         settings["model_options"] = {**settings.get("model_options", {}), **options}
-    misplaced = sorted(set(settings) - {f.name for f in fields(cls)})
+    own, theirs = {f.name for f in fields(cls)}, {f.name for f in fields(other)} | set(MODEL_OPTIONS)
+    misplaced = sorted(k for k in settings if k not in own and k in theirs)
     if misplaced:
         hint = "; temporal models read --stack, not --image" if "image" in misplaced else ""
-        raise LulcError(f"{', '.join(map(flag_name, misplaced))} {'does' if len(misplaced) == 1 else 'do'} not apply "
-                        f"to --arch {settings.get('arch', 'unet')}{hint}")
+        raise SettingError(None, f"{', '.join(map(flag_name, misplaced))} {'does' if len(misplaced) == 1 else 'do'} "
+                                 f"not apply to --arch {settings.get('arch', 'unet')}{hint}")
     return cls, settings
 
 
@@ -224,8 +234,9 @@ def build_config(config_file: str | None, flags: dict[str, Any]) -> tuple[TrainC
     """Defaults < file < flags; returns the config and a provenance record of its sources."""
     from_file = read_config_file(config_file) if config_file else {}
     cls, settings = _settings_for({**from_file, **flags})
-    cfg = cls(**settings)
-    record = {"file": None, "from_file": sorted(set(from_file) - set(flags)), "from_flags": sorted(flags)}
+    in_file = set(from_file) - set(flags)
+    cfg = validated(cls, settings, lambda key: f"{key} in {config_file}" if key in in_file else flag_name(key))
+    record = {"file": None, "from_file": sorted(in_file), "from_flags": sorted(flags)}
     if config_file:
         record["file"] = str(Path(config_file).resolve())
         record["sha256"] = hashlib.sha256(Path(config_file).read_bytes()).hexdigest()

@@ -39,7 +39,7 @@ class TileSet:
     split_record: dict = field(default_factory=dict)
     origins: np.ndarray | None = None  # (N, 2) row, col of each tile in the raster, if it has one
 
-    def part(self, name: str) -> "TileSet":
+    def part(self, name: str) -> TileSet:
         keep = self.split == SPLITS.index(name)
         origins = None if self.origins is None else self.origins[keep]
         return TileSet(self.x[keep], self.y[keep], self.valid[keep], self.split[keep], self.split_record, origins)

@@ -11,10 +11,10 @@ import numpy as np
 from rasterio.enums import ColorInterp
 
 from lulc.runtime.core.errors import LulcError
-from lulc.runtime.indices import append_indices, index_bands
 from lulc.runtime.core.manifest import InputSpec
-from lulc.training.data import SPLITS, StatsAccumulator, TileSet
+from lulc.runtime.indices import append_indices, index_bands
 from lulc.training.classes import class_list
+from lulc.training.data import SPLITS, StatsAccumulator, TileSet
 from lulc.training.sources import open_raster, valid_mask
 
 SUFFIXES = {".tif", ".tiff", ".jpg", ".jpeg", ".png"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -80,13 +80,13 @@ def _samples(manifest, recorded: dict, image, labels, data, stack, work: Path) -
 
         if image or data:
             raise LulcError("a temporal bundle is evaluated on a time-series stack: use --stack and --labels")
-        cfg = TemporalConfig(**{f.name: recorded[f.name] for f in fields(TemporalConfig) if f.name in recorded})
+        cfg = TemporalConfig.from_record(recorded)
         cfg = replace(cfg, stack=stack or cfg.stack, labels=labels or cfg.labels)
         series = temporal_samples(cfg, work, known)
         return series.tiles, series.info.channels, series.classes
     if stack:
         raise LulcError("--stack is for temporal bundles; evaluate this bundle with --image and --labels")
-    cfg = TrainConfig(**{f.name: recorded[f.name] for f in fields(TrainConfig) if f.name in recorded})
+    cfg = TrainConfig.from_record(recorded)
     if data:
         cfg = replace(cfg, data=data, image=None, labels=None)
     elif image or labels:

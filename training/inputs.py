@@ -23,8 +23,6 @@ class Samples:
 
 
 def sample_spec(cfg: TrainConfig, task: str) -> SampleSpec:
-    if cfg.patch_rule not in ("majority", "centre"):
-        raise LulcError(f"--patch-rule must be majority or centre, not {cfg.patch_rule}")
     # a scene patch needs a clear majority; a segmentation tile only some labelled pixels
     min_labeled = cfg.min_labeled if cfg.min_labeled is not None else (0.5 if task == "scene" else 0.05)
     return SampleSpec(tile=cfg.tile, stride=cfg.stride or max(1, cfg.tile // 2), split_block=cfg.split_block or 2 * cfg.tile,

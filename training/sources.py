@@ -17,9 +17,9 @@ from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from lulc.runtime.io.bandstack import same_grid, stack_band_names
 from lulc.runtime.core.errors import LulcError
 from lulc.runtime.indices import append_indices, index_bands
+from lulc.runtime.io.bandstack import same_grid, stack_band_names
 from lulc.runtime.io.rasters import open_raster
 
 
@@ -87,7 +87,7 @@ class RasterStack:
     def close(self) -> None:
         self._stack.close()
 
-    def __enter__(self) -> "RasterStack":
+    def __enter__(self) -> RasterStack:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -9,7 +9,8 @@ from lulc.training.cli import train
 
 
 @click.command("simulate")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder for dates/, stack/, labels.tif, classes.json.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Folder for dates/, stack/, labels.tif, classes.json.")
 @click.option("--size", type=int, default=96, show_default=True, help="Scene height and width in px.")
 @click.option("--dates", "n_dates", type=int, default=12, show_default=True, help="Number of dates, March to November.")
 @click.option("--like", type=click.Path(), default=None, help="Copy the dates and band names of this stack (e.g. the Landsat one).")

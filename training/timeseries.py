@@ -20,8 +20,7 @@ from lulc.runtime.core.errors import LulcError
 from lulc.runtime.core.manifest import InputSpec, Normalization, TileSpec
 from lulc.runtime.kernels.temporal import reference_mask_dates
 from lulc.runtime.tools.timestack import read_stack_info
-from lulc.training.bundle_writer import (CHECKPOINTS, WORK, deterministic, finish_bundle, held_out_metrics, start_run,
-                                         write_bundle)
+from lulc.training.bundle_writer import CHECKPOINTS, WORK, deterministic, finish_bundle, held_out_metrics, start_run, write_bundle
 from lulc.training.config import TEMPORAL_ARCHS, TemporalConfig
 from lulc.training.data import SampleSpec, TileSet
 from lulc.training.labels import IGNORE
@@ -193,8 +192,6 @@ def train_temporal(cfg: TemporalConfig, config_record: dict | None = None) -> Bu
         raise LulcError(f"unknown temporal --arch {cfg.arch}; choose one of {', '.join(TEMPORAL_ARCHS)}")
     if not cfg.stack or not cfg.labels:
         raise LulcError(f"--arch {cfg.arch} trains on a time series: give --stack (from `lulc stack`) and --labels")
-    if cfg.sequence not in ("fixed", "random"):
-        raise LulcError(f"--sequence must be fixed or random, not {cfg.sequence}")
     return write_bundle(cfg, config_record, lambda staging: _train_temporal_into(cfg, config_record, staging))
 
 

@@ -80,7 +80,7 @@ def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
             raise BackendUnavailable(f"--backend keras runs the fp32 Keras model; use --backend onnx for --precision {precision}")
         from lulc.runtime.backends.keras_backend import KerasSession
 
-        session = KerasSession(bundle, device=device)
+        session: Session = KerasSession(bundle, device=device)
     elif backend == "trt":
         from lulc.runtime.backends.trt import open_bundle_engine
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import ctypes
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

@@ -47,7 +47,7 @@ class Bundle:
         self.manifest = manifest
 
     @classmethod
-    def load(cls, root: str | os.PathLike) -> "Bundle":
+    def load(cls, root: str | os.PathLike) -> Bundle:
         root = Path(root)
         path = root / MANIFEST
         if not root.is_dir():
@@ -90,7 +90,8 @@ class Bundle:
         """Path of a recorded artefact; a missing or altered file is a clear error."""
         art = self.manifest.artifacts.get(name)
         if art is None:
-            hint = {"onnx": "lulc export --target onnx", "tfjs": "lulc export --target tfjs", "trt": "lulc export --target trt"}.get(name, "lulc export")
+            hint = {"onnx": "lulc export --target onnx", "tfjs": "lulc export --target tfjs",
+                    "trt": "lulc export --target trt"}.get(name, "lulc export")
             raise BundleError(f"bundle {self.root} has no '{name}' artefact (create it with `{hint} {self.root}`)")
         path = self.inside(art.path, name)
         if not path.exists():

@@ -53,7 +53,7 @@ class Normalization(_Strict):
     p99: list[float] | None = None
 
     @model_validator(mode="after")
-    def _usable(self) -> "Normalization":
+    def _usable(self) -> Normalization:
         """A zero or NaN std (or a NaN mean) turns every pixel into NaN or inf: refuse it on load,
         not as a silently all-nodata map (training stores std >= 1e-6)."""
         for i, (mean, std) in enumerate(zip(self.mean, self.std)):
@@ -71,7 +71,7 @@ class TileSpec(_Strict):
     divisor: int = Field(default=1, gt=0)
 
     @model_validator(mode="after")
-    def _overlap_fits(self) -> "TileSpec":
+    def _overlap_fits(self) -> TileSpec:
         if self.overlap >= self.size:
             raise ValueError(f"tile overlap {self.overlap} must be smaller than tile size {self.size}")
         return self
@@ -87,7 +87,7 @@ class Artifact(_Strict):
 
 
 class Manifest(_Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1  # SCHEMA_VERSION
     task: Task
     architecture: str
     input: InputSpec
@@ -99,7 +99,7 @@ class Manifest(_Strict):
     artifacts: dict[str, Artifact] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Manifest":
+    def _consistent(self) -> Manifest:
         n = len(self.input.channels)
         for name in ("mean", "std", "p1", "p99"):
             values = getattr(self.normalization, name)
@@ -122,6 +122,8 @@ class Manifest(_Strict):
         recorded them (``provenance.label_values``) and they fit a byte map beside its nodata
         255, else the model's ids 0..K-1 (CORINE's 111..523 do not fit)."""
         values = self.provenance.get("label_values")
+        if not isinstance(values, list):
+            return list(self.classes)
         fits = (isinstance(values, list) and len(values) == len(self.classes) and len(set(values)) == len(values)
                 and all(isinstance(v, int) and 0 <= v < 255 for v in values))
         if not fits:

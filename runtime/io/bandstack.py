@@ -13,6 +13,8 @@ the runtime masks NaN always. A file without nodata masks only its NaN pixels, a
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -36,7 +38,7 @@ def stack_band_names(sources) -> list[str]:
     return names
 
 
-def write_band_stack(paths: list[str | Path], vrt: Path) -> Path:
+def write_band_stack(paths: Sequence[str | os.PathLike], vrt: Path) -> Path:
     """Write ``vrt`` stacking all bands of ``paths`` in order; the rasters must share a grid,
     and each keeps its own nodata (see the module docstring)."""
     with ExitStack() as stack:

@@ -178,7 +178,9 @@ def check_output_folder(path: PathLike, inputs: Iterable[PathLike | None], overw
         raise OutputError(f"-o {path} is a symbolic link; name the folder itself (links are never replaced)")
     if path.exists() and not path.is_dir():
         raise OutputError(f"-o {path} exists and is not a folder; choose a new folder for the {kind}")
-    for source in filter(None, inputs):
+    for source in inputs:
+        if source is None:
+            continue
         source_real = Path(source).resolve()
         if _inside(source_real, real):
             raise OutputError(f"-o {path} is or contains the input {source}; write the {kind} to a new folder")

@@ -38,8 +38,8 @@ def aux_xml(classes: list[ClassInfo]) -> ET.Element:
         ET.SubElement(field, "Usage").text = str(usage)
     for row, (value, c) in enumerate(zip(values, classes)):
         entry = ET.SubElement(rat, "Row", index=str(row))
-        for field in (value, c.name, *c.color):
-            ET.SubElement(entry, "F").text = str(field)
+        for cell in (value, c.name, *c.color):
+            ET.SubElement(entry, "F").text = str(cell)
     return root
 
 

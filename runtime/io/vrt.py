@@ -17,7 +17,7 @@ _VRT_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int
 
 
 def _text(parent: ET.Element, tag: str, text: str, **attrs: str) -> ET.Element:
-    element = ET.SubElement(parent, tag, **attrs)
+    element = ET.SubElement(parent, tag, attrs)
     element.text = text
     return element
 

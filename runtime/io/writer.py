@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import rasterio
@@ -20,12 +20,12 @@ from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
 from lulc.runtime.core.errors import LulcError, OutputError
-from lulc.runtime.io.mapformat import NODATA_CLASS, PROB_SCALE, band_layout
 from lulc.runtime.core.manifest import ClassInfo
+from lulc.runtime.io.mapformat import NODATA_CLASS, PROB_SCALE, band_layout
 from lulc.runtime.io.outputs import replace_atomically, temp_path
 from lulc.runtime.io.overviews import level_paths, write_levels
-from lulc.runtime.io.vrt import with_overviews
 from lulc.runtime.io.resume import crc_bands
+from lulc.runtime.io.vrt import with_overviews
 
 T = TypeVar("T")
 
@@ -54,7 +54,7 @@ class PartialMap:
 
     def create(self) -> None:
         """Start an empty partial map (any previous one is replaced)."""
-        self.dst = _output_call(self.final, lambda: rasterio.open(self.path, "w", **self.profile))
+        self.dst = _output_call(self.final, rasterio.open, self.path, "w", **self.profile)
         _describe(self.dst, self.classes, self.names, self.tags)
 
     def reopen(self, windows: list[list[Window]], crcs: list[int]) -> bool:
@@ -74,10 +74,16 @@ class PartialMap:
         dst.close()
         return False
 
+    def _open(self) -> rasterio.io.DatasetWriter:
+        if self.dst is None:
+            raise OutputError(f"the partial map of {self.final} is not open")
+        return self.dst
+
     def write_block(self, window: Window, bands: list[np.ndarray]) -> None:
         """Write a block's bands (blocks of a row in raster order, one writer thread)."""
+        dst = self._open()
         for i, band in enumerate(bands, start=1):
-            _output_call(self.final, lambda: self.dst.write(band, i, window=window))
+            _output_call(self.final, dst.write, band, i, window=window)
         self.row_crc = crc_bands(bands, self.row_crc)
 
     def sync(self) -> int:
@@ -86,20 +92,21 @@ class PartialMap:
         _output_call(self.final, self.close)
         fd = os.open(self.path, os.O_RDONLY)
         try:
-            _output_call(self.final, lambda: os.fsync(fd))
+            _output_call(self.final, os.fsync, fd)
         finally:
             os.close(fd)
-        self.dst = _output_call(self.final, lambda: rasterio.open(self.path, "r+"))
+        self.dst = _output_call(self.final, rasterio.open, self.path, "r+")
         crc, self.row_crc = self.row_crc, 0
         return crc
 
     def copy_part(self, part: Path, top: int, strip_rows: int = 512) -> None:
         """Copy a finished :class:`PartMap` (raster rows from ``top``) in, strip by strip."""
+        dst = self._open()
         with rasterio.open(part) as src:
             for y in range(0, src.height, strip_rows):
                 h = min(strip_rows, src.height - y)
                 data = src.read(window=Window(0, y, src.width, h))
-                _output_call(self.final, lambda: self.dst.write(data, window=Window(0, top + y, src.width, h)))
+                _output_call(self.final, dst.write, data, window=Window(0, top + y, src.width, h))
 
     def close(self) -> None:
         if self.dst is not None and not self.dst.closed:
@@ -108,7 +115,7 @@ class PartialMap:
     def finish(self) -> None:
         """Close, convert into the COG at the final path (atomically) and drop the partial map."""
         _output_call(self.final, self.close)
-        _output_call(self.final, lambda: _to_cog(self.path, self.final, smooth=len(self.names) > 1))
+        _output_call(self.final, _to_cog, self.path, self.final, smooth=len(self.names) > 1)
         self.path.unlink(missing_ok=True)
 
     def discard(self) -> None:
@@ -150,11 +157,11 @@ class PartMap(PartialMap):
         replace_atomically(self.path, self.final)
 
 
-def _output_call(final: Path, call: Callable[[], T]) -> T:
+def _output_call(final: Path, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a GDAL write; a failure names its cause (e.g. the disk is full), not rasterio's
     "see previous exception"."""
     try:
-        return call()
+        return call(*args, **kwargs)
     except (RasterioError, OSError) as exc:
         if isinstance(exc, LulcError):
             raise

@@ -68,7 +68,9 @@ class BlockOps:
 def block_ops(on_device: bool, manifest: Manifest, nodata: float | None) -> BlockOps:
     """The kernels for a run whose block buffers live on the GPU (``on_device``) or the host."""
     if on_device:
-        from lulc.runtime.kernels import cuda as arrays
-    else:
-        from lulc.runtime.kernels import cpu as arrays
-    return BlockOps(arrays, manifest, nodata)
+        from lulc.runtime.kernels import cuda
+
+        return BlockOps(cuda, manifest, nodata)
+    from lulc.runtime.kernels import cpu
+
+    return BlockOps(cpu, manifest, nodata)

@@ -19,8 +19,8 @@ import rasterio
 
 from lulc.runtime.core.errors import InputRasterError
 from lulc.runtime.io.mapformat import NODATA_CLASS
-from lulc.runtime.io.rasters import open_raster
 from lulc.runtime.io.outputs import check_outputs, locked_all, replace_atomically, temp_path
+from lulc.runtime.io.rasters import open_raster
 
 UNCHANGED_COLOR = (60, 60, 60)
 

@@ -32,8 +32,8 @@ from urllib.parse import unquote, urlsplit
 
 import click
 
-from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.cli import handle_errors
+from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BackendUnavailable, BundleError, InputRasterError, LulcError
 from lulc.runtime.tools.webpage import libs_hint, missing_libs, vendored_libs, web_root
 
@@ -232,7 +232,7 @@ def make_server(bundle_dir: str | os.PathLike, sample: str | os.PathLike | None 
 
 def server_url(server: ThreadingHTTPServer) -> str:
     host, port = server.server_address[:2]
-    return f"http://{host}:{port}/"
+    return f"http://{host!s}:{port}/" if isinstance(host, str) else f"http://{host.decode()}:{port}/"
 
 
 @click.command("serve")

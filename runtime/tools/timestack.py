@@ -28,8 +28,8 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from lulc.runtime.core.errors import InputRasterError, LulcError, OutputError
-from lulc.runtime.io.vrt import write_vrt
 from lulc.runtime.io.outputs import check_output_folder, locked, publish_folder, temp_path
+from lulc.runtime.io.vrt import write_vrt
 
 logger = logging.getLogger(__name__)
 
@@ -105,13 +105,13 @@ def collect_items(paths: list[str | Path]) -> list[DatedItem]:
     One argument that is a folder of dated entries (files or per-date folders) stands for
     all of them; otherwise each argument is one date.
     """
-    paths = [Path(p) for p in paths]
-    for p in paths:
+    given = [Path(p) for p in paths]
+    for p in given:
         if not p.exists():
             raise InputRasterError(f"input not found: {p}")
-    if len(paths) == 1 and paths[0].is_dir() and not _is_date_folder(paths[0]):
-        paths = sorted(p for p in paths[0].iterdir() if p.is_dir() or p.suffix.lower() in RASTER_SUFFIXES)
-    items = sorted((dated_item(p) for p in paths), key=lambda it: it.date)
+    if len(given) == 1 and given[0].is_dir() and not _is_date_folder(given[0]):
+        given = sorted(p for p in given[0].iterdir() if p.is_dir() or p.suffix.lower() in RASTER_SUFFIXES)
+    items = sorted((dated_item(p) for p in given), key=lambda it: it.date)
     seen = [it.date for it in items]
     dup = sorted({d for d in seen if seen.count(d) > 1})
     if dup:
@@ -227,6 +227,7 @@ def _write_stack(out: Path, items: list, bands: list[str], mask_band: str | None
     per_date: list[list[tuple[Path, int]]] = []
     for it in items:
         if mask_band or it.label in off_grid:
+            assert nodata is not None  # build_stack refuses masks and warping without one
             path = out / "dates" / f"{it.date:%Y%m%d}.tif"
             _masked_date(it, bands, mask_band, mask_valid, grid, nodata, dtype, path)
             per_date.append([(path, i) for i in range(1, len(bands) + 1)])

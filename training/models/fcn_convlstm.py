@@ -51,7 +51,7 @@ def build_fcn_convlstm(channels: int, num_classes: int, time_steps: int, depth: 
     pools = [layers.MaxPooling2D(2, name=f"pool{level}") for level in range(depth)]
     mask_pool = layers.MaxPooling2D(2, name="mask_pool")
     skips, level_masks = [[] for _ in range(depth)], [masks]
-    for level in range(depth):
+    for _ in range(depth):
         level_masks.append([mask_pool(m) for m in level_masks[-1]])
     for t in range(time_steps):
         x = frames[t]

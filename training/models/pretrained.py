@@ -10,8 +10,8 @@ brightness and texture in the bands ImageNet never saw.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
