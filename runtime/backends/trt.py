@@ -23,7 +23,7 @@ from lulc.runtime.core.errors import BackendUnavailable, LulcError
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = ("install TensorRT 10 on a machine with an NVIDIA GPU: `pip install 'lulc[trt]'` "
+INSTALL_HINT = ("install TensorRT 10 or 11 on a machine with an NVIDIA GPU: `pip install 'lulc[trt]'` "
                 "(the wheels come from NVIDIA's index, pypi.nvidia.com)")
 
 
