@@ -178,6 +178,17 @@ def rows_recorded(out: Path) -> int:
         return 0
 
 
+def stop_after(args: tuple, out: Path, rows: int, sig: int = signal.SIGKILL) -> subprocess.Popen:
+    """Start ``lulc-infer ARGS`` and send ``sig`` once ``rows`` block rows are recorded
+    (0: as soon as the partial map exists); returns the ended process."""
+    proc = start(*args)
+    partial = out.with_name(f".{out.name}.partial.tif")
+    wait_until((lambda: partial.exists()) if rows == 0 else (lambda: rows_recorded(out) >= rows), proc)
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    return proc
+
+
 def wait_until(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -193,17 +204,10 @@ def test_sigkill_then_resume_gives_the_uninterrupted_pixels(big, tmp_path, rows)
     exists), then resumed (and killed once more mid-way for rows > 0): same pixels."""
     out = tmp_path / "map.tif"
     args = (big["bundle"], big["image"], "-o", out, *SLOW)
-    proc = start(*args)
-    partial = out.with_name(".map.tif.partial.tif")
-    wait_until((lambda: partial.exists()) if rows == 0 else (lambda: rows_recorded(out) >= rows), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    stop_after(args, out, rows)
     assert not out.exists()
     if rows:
-        again = start(*args, "--resume")
-        wait_until(lambda: rows_recorded(out) >= rows + 2, again)
-        again.send_signal(signal.SIGKILL)
-        again.wait()
+        stop_after((*args, "--resume"), out, rows + 2)
     result = infer(*args, "--resume")
     assert result.returncode == 0, result.stderr
     np.testing.assert_array_equal(pixels(out), pixels(big["reference"]))
@@ -214,10 +218,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_pixels(big, tmp_path, rows)
 def test_sigterm_stops_cleanly_and_resumes(big, tmp_path):
     out = tmp_path / "map.tif"
     args = (big["bundle"], big["image"], "-o", out, *SLOW)
-    proc = start(*args)
-    wait_until(lambda: rows_recorded(out) >= 2, proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    proc = stop_after(args, out, 2, signal.SIGTERM)
+    err = proc.stderr.read()
     assert proc.returncode == 1 and "Traceback" not in err and "rerun with --resume" in err.strip().splitlines()[-1]
     assert not out.exists()
     assert infer(*args, "--resume").returncode == 0
@@ -228,10 +230,7 @@ def test_sigterm_stops_cleanly_and_resumes(big, tmp_path):
 def test_a_damaged_partial_map_is_never_resumed(big, tmp_path):
     out = tmp_path / "map.tif"
     args = (big["bundle"], big["image"], "-o", out, *SLOW)
-    proc = start(*args)
-    wait_until(lambda: rows_recorded(out) >= 3, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    stop_after(args, out, 3)
     partial = out.with_name(".map.tif.partial.tif")
     data = bytearray(partial.read_bytes())
     data[-4096:] = bytes(4096)  # lose the last written blocks, as a crash of the disk cache would

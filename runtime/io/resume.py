@@ -14,29 +14,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
-from lulc.runtime.io.outputs import fsync_folder, temp_path
+from lulc.runtime.io.outputs import replace_atomically, temp_path
 
 logger = logging.getLogger(__name__)
 
 
 def _write_durably(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` a temporary sibling, fsync it and rename it over ``path``."""
+    """``write`` a temporary sibling, then fsync it and rename it over ``path``."""
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_folder(path.parent)
+    replace_atomically(tmp, path)
 
 
 def crc_bands(bands: Iterable[np.ndarray], crc: int = 0) -> int:
