@@ -203,7 +203,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     # relative paths in the file are relative to the file, not the working directory
     for key in PATH_KEYS:
         if isinstance(settings.get(key), str):
-            settings[key] = str((path.parent / settings[key]))
+            settings[key] = str(path.parent / settings[key])
     if settings.get("image"):
         images = [settings["image"]] if isinstance(settings["image"], str) else settings["image"]
         settings["image"] = [str(path.parent / p) if isinstance(p, str) else p for p in images]
