@@ -257,3 +257,32 @@ def test_keras_device_cpu_on_jax(trained_bundle):
         """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def _unavailable(backend: str, device: str) -> str | None:
+    """Why ``backend`` cannot run on ``device`` here (the skip reason), or None where it can."""
+    if backend == "trt":
+        return "needs TensorRT and an NVIDIA GPU (not installable from the registries reachable here)"
+    if device == "cuda" and backend == "onnx" and ort.CUDA not in ort.available_providers():
+        return "needs onnxruntime-gpu on a machine with an NVIDIA GPU"
+    if device == "cuda" and backend == "keras" and not keras_backend.jax_gpu_available():
+        return "needs JAX with its CUDA plugin and a GPU"
+    return None
+
+
+@pytest.mark.parametrize("backend", ["onnx", "keras", "trt"])
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_every_backend_and_device_gives_the_same_probabilities(trained_bundle, backend, device):
+    """The ONNX backend API's matrix: each (backend, device) that exists here runs the
+    bundle's samples and agrees with the CPU onnxruntime session; the others skip, saying why."""
+    reason = _unavailable(backend, device)
+    if reason:
+        pytest.skip(reason)
+    bundle = Bundle.load(trained_bundle)
+    samples = bundle.load_samples()[:2]
+    reference = backends.prepare(bundle, "onnx", "cpu").run(samples)
+    session = backends.prepare(bundle, backend, device)
+    probs = session.run(samples)
+    probs = probs.copy_to_host() if session.device_io else np.asarray(probs)
+    assert session.name == backend and session.precision == "fp32"
+    np.testing.assert_allclose(probs, reference, atol=1e-4)  # the export parity tolerance
