@@ -1,7 +1,8 @@
 """`lulc train` and `lulc evaluate` against hostile-but-realistic use: an output that is or holds
 the user's data, `-o .`, bad numbers, single-class labels, failed runs and `--resume` on a
-finished bundle. Each refusal is one line without a traceback, exit code 1, and leaves
-every file around the output byte-identical and nothing at or beside it."""
+finished bundle. Each refusal is one line without a traceback, exit code 1 (2 for a number no
+run can use: an option mistake, reported as click reports one), and leaves every file around
+the output byte-identical and nothing at or beside it."""
 from __future__ import annotations
 
 import hashlib
@@ -38,6 +39,14 @@ def refused(result, *expected: str) -> None:
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
     for text in expected:
         assert text in result.output, result.output
+
+
+def bad_option(result, flag: str) -> None:
+    """Exit code 2 and click's usage lines, then one error line pointing at ``flag``."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output, result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert error.startswith(f"Error: Invalid value for {flag}: "), result.output
 
 
 @pytest.fixture
@@ -85,8 +94,10 @@ def test_numbers_no_run_can_use_and_single_class_labels(workspace):
     before = snapshot(workspace)
     out = workspace / "out"
     for flag, value in (("--epochs", 0), ("--tile", 0), ("--tile", -5), ("--batch-size", 0), ("--split-block", 0),
-                        ("--stride", -1), ("--lr", 0), ("--brightness", 1.5)):
-        refused(cli(*train_args(workspace, out, flag, value)), flag)
+                        ("--stride", -1), ("--lr", 0), ("--brightness", 1.5),
+                        ("--split-block", 16),  # smaller than the tile
+                        ("--tile", 30)):  # found once the model is built: not a multiple of its stride 4
+        bad_option(cli(*train_args(workspace, out, flag, value)), flag)
     single = np.full((128, 192), 255, np.uint8)
     single[:, 40:] = 1
     write_raster(workspace / "single.tif", single, nodata=255)

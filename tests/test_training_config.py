@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from click.testing import CliRunner
 
+from lulc.runtime.cli import main
 from lulc.training.config import SettingError, TemporalConfig, TrainConfig, build_config
 
 
@@ -50,3 +52,23 @@ def test_temporal_config_shares_the_base_and_its_options_go_to_the_builder():
     a, b = TrainConfig(epochs=1, output="a"), TrainConfig(epochs=5, output="b")
     assert a.fingerprint() == b.fingerprint() != TrainConfig(seed=1).fingerprint()
     assert TrainConfig.from_record({"epochs": 2, "from_a_newer_lulc": 1}).epochs == 2
+
+
+def test_lulc_train_reports_setting_mistakes_as_option_errors(tmp_path):
+    """Exit code 2 and click's usage lines, then one error line naming the flag or the file's key."""
+    config = tmp_path / "run.yaml"
+    out = tmp_path / "out"
+    cases = (
+        ([config], 'epochs: "ten"\n', f"Error: Invalid value for epochs in {config}: should be a valid integer, not 'ten'"),
+        ([config], "epochz: 3\n", f"Error: Invalid value for epochz in {config}: is not a setting (valid: align, aoi,"),
+        ([config, "--epochs", "0"], "epochs: 3\n", "Error: Invalid value for --epochs: should be greater than or equal to 1"),
+        (["--split-block", "16"], "", "Error: Invalid value for --split-block: must be at least the tile size 64, not 16"),
+        (["--arch", "unet", "--stack", "s"], "", "Error: --stack does not apply to --arch unet"),
+    )
+    for args, text, expected in cases:
+        config.write_text(text)
+        result = CliRunner().invoke(main, ["train", *map(str, args), "-o", str(out)])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert line.startswith(expected), line
+    assert not out.exists()

@@ -19,7 +19,7 @@ import numpy as np
 from lulc.runtime import __version__
 from lulc.runtime.core.bundle import SAMPLES, Bundle, now_iso
 from lulc.runtime.core.manifest import ClassInfo, InputSpec, Manifest, Normalization, TileSpec
-from lulc.training.config import TemporalConfig, TrainConfig
+from lulc.training.config import SettingError, TemporalConfig, TrainConfig, require_multiple
 from lulc.training.data import TileSet, count_test_blocks
 from lulc.training.labels import IGNORE
 from lulc.training.outputs import check_bundle_output, publish, staged
@@ -55,6 +55,14 @@ def deterministic(seed: int) -> None:
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def runtime_tiles(cfg: TrainConfig | TemporalConfig, divisor: int, overlap: int) -> TileSpec:
+    """The tiling lulc-infer will use, checked now that the model's stride (``divisor``) is known."""
+    require_multiple(cfg, "infer_tile", divisor, cfg.arch)
+    if overlap >= cfg.infer_tile:
+        raise SettingError("--infer-overlap", f"{overlap} must be smaller than --infer-tile {cfg.infer_tile}")
+    return TileSpec(size=cfg.infer_tile, overlap=overlap, divisor=divisor)
 
 
 def held_out_metrics(model: Any, test: TileSet, names: list[str], task: str) -> dict:

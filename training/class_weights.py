@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from lulc.runtime.core.errors import LulcError
+from lulc.training.config import SettingError
 from lulc.training.data import TileSet
 from lulc.training.labels import IGNORE
 
@@ -47,5 +48,5 @@ def resolve_class_weights(spec: str, train: TileSet, names: list[str]) -> np.nda
     if spec == "balanced":
         return balanced(train, len(names))
     if not Path(spec).is_file():
-        raise LulcError(f"--class-weights must be balanced, none or a JSON file; {spec} is none of these")
+        raise SettingError("--class-weights", f"must be balanced, none or a JSON file; {spec} is none of these")
     return from_file(spec, names)

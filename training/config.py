@@ -21,7 +21,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic.dataclasses import dataclass
 
 from lulc.runtime.core.errors import LulcError
@@ -87,6 +87,15 @@ class RunConfig:
     infer_overlap: CountOrZero = 32
     overwrite: bool = False
     model_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("split_block")
+    @classmethod
+    def _whole_tiles(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """A split block holds whole tiles: samples never cross a block edge."""
+        tile = info.data.get("tile")
+        if value is not None and tile is not None and value < tile:
+            raise ValueError(f"must be at least the tile size {tile}")
+        return value
 
     def fingerprint(self) -> str:
         """Identity of the run for --resume: everything but how long and where to write."""
@@ -181,8 +190,15 @@ def validated(cls: type[C], settings: dict[str, Any], where: Callable[[str], str
         if error["type"] == "unexpected_keyword_argument":
             valid = sorted({f.name for f in fields(cls)} | (set(MODEL_OPTIONS) if cls is TemporalConfig else set()))
             raise SettingError(where(key), f"is not a setting (valid: {', '.join(valid)})") from None
-        problem = error["msg"].replace("Input should", "should", 1)
+        problem = error["msg"].removeprefix("Value error, ").replace("Input should", "should", 1)
         raise SettingError(where(key), f"{problem}, not {error['input']!r}") from None
+
+
+def require_multiple(cfg: RunConfig, name: str, divisor: int, model: str) -> None:
+    """``--tile`` and ``--infer-tile`` hold whole model strides; known once the model is built."""
+    value = getattr(cfg, name)
+    if value % divisor:
+        raise SettingError(flag_name(name), f"{value} must be a multiple of {divisor} for {model}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

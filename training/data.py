@@ -148,8 +148,6 @@ def extract_tiles(stack, labels, spec: SampleSpec, statistics: bool = True) -> t
     statistics, or None without ``statistics`` (time series pool theirs over dates).
     """
     tile, split_block = spec.tile, spec.split_block
-    if split_block < tile:
-        raise LulcError(f"--split-block {split_block} must be at least the tile size {tile}")
     rows, cols = stack.height // split_block, stack.width // split_block
     if rows * cols == 0:
         raise LulcError(f"image {stack.width} x {stack.height} px is smaller than one split block ({split_block} px)")

@@ -16,6 +16,7 @@ import numpy as np
 
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import LulcError
+from lulc.training.config import SettingError, TemporalConfig, TrainConfig
 from lulc.training.data import SPLITS, TileSet, count_test_blocks, normalize
 from lulc.training.figures import confusion_figure
 from lulc.training.inputs import prepare_samples
@@ -72,20 +73,18 @@ def bundle_classes(manifest) -> list[dict]:
 
 def _samples(manifest, recorded: dict, image, labels, data, stack, work: Path) -> tuple[TileSet, list[str], list[dict]]:
     """Raw samples of the recorded training data, or of new data; channels and classes."""
-    from lulc.training.config import TemporalConfig, TrainConfig
-
     known = bundle_classes(manifest)
     if manifest.input.time_steps:
         from lulc.training.timeseries import temporal_samples
 
         if image or data:
-            raise LulcError("a temporal bundle is evaluated on a time-series stack: use --stack and --labels")
+            raise SettingError(None, "a temporal bundle is evaluated on a time-series stack: use --stack and --labels")
         cfg = TemporalConfig.from_record(recorded)
         cfg = replace(cfg, stack=stack or cfg.stack, labels=labels or cfg.labels)
         series = temporal_samples(cfg, work, known)
         return series.tiles, series.info.channels, series.classes
     if stack:
-        raise LulcError("--stack is for temporal bundles; evaluate this bundle with --image and --labels")
+        raise SettingError(None, "--stack is for temporal bundles; evaluate this bundle with --image and --labels")
     cfg = TrainConfig.from_record(recorded)
     if data:
         cfg = replace(cfg, data=data, image=None, labels=None)
@@ -112,12 +111,12 @@ def evaluate_bundle(bundle_dir: str, image: list[str] | None = None, labels: str
     from lulc.runtime.backends.keras_backend import load_keras_model
 
     if split not in (*SPLITS, "all"):
-        raise LulcError(f"--split must be one of {', '.join(SPLITS)} or all")
+        raise SettingError("--split", f"must be one of {', '.join(SPLITS)} or all, not {split}")
     if baseline not in (None, "rf"):
-        raise LulcError(f"--baseline must be rf, not {baseline}")
+        raise SettingError("--baseline", f"must be rf, not {baseline}")
     if baseline and (image or labels or data or stack or split == "all"):
-        raise LulcError("--baseline rf is fitted on the bundle's own training blocks and scored on its test (or val) "
-                        "split: run it without --image/--labels/--data/--stack and --split all")
+        raise SettingError(None, "--baseline rf is fitted on the bundle's own training blocks and scored on its test "
+                                 "(or val) split: run it without --image/--labels/--data/--stack and --split all")
     bundle = Bundle.load(bundle_dir)
     m = bundle.manifest
     recorded = (m.provenance or {}).get("config")

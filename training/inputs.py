@@ -4,9 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lulc.runtime.core.errors import LulcError
 from lulc.runtime.core.manifest import InputSpec, Normalization
-from lulc.training.config import TrainConfig
+from lulc.training.config import SettingError, TrainConfig
 from lulc.training.data import SampleSpec, TileSet, extract_tiles
 from lulc.training.labels import IGNORE, prepare_labels
 from lulc.training.models import ARCHITECTURES, task_of
@@ -36,19 +35,19 @@ def prepare_samples(cfg: TrainConfig, work: Path, known: list[dict] | None = Non
     evaluation counts the same classes the model was trained on.
     """
     if cfg.arch not in ARCHITECTURES:
-        raise LulcError(f"unknown --arch {cfg.arch}; choose one of {', '.join(ARCHITECTURES)}")
+        raise SettingError("--arch", f"{cfg.arch} is unknown; choose one of {', '.join(ARCHITECTURES)}")
     task = task_of(cfg.arch)
     if task not in ("segmentation", "scene"):
-        raise LulcError(f"{cfg.arch} is a temporal model: give it a time-series --stack, not --image")
+        raise SettingError(None, f"{cfg.arch} is a temporal model: give it a time-series --stack, not --image")
     if cfg.data:
         from lulc.training.eurosat import load_folder
 
         if task != "scene":
-            raise LulcError(f"--data folders hold scene patches; use a scene-* --arch, not {cfg.arch}")
+            raise SettingError(None, f"--data folders hold scene patches; use a scene-* --arch, not {cfg.arch}")
         tiles, norm, spec, classes = load_folder(cfg.data, cfg.seed, cfg.indices)
         return Samples(tiles, norm, spec, classes, {"folder": str(Path(cfg.data).resolve())})
     if not cfg.images or not cfg.labels:
-        raise LulcError("give --image and --labels (raster or vector), or --data DIR of class folders")
+        raise SettingError(None, "give --image and --labels (raster or vector), or --data DIR of class folders")
     with RasterStack(cfg.images, cfg.align, cfg.indices) as stack:
         labels, classes = prepare_labels(cfg.labels, stack, work, cfg.label_column, cfg.classes, cfg.aoi, cfg.align,
                                          known)

@@ -17,11 +17,20 @@ import numpy as np
 
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import LulcError
-from lulc.runtime.core.manifest import InputSpec, Normalization, TileSpec
+from lulc.runtime.core.manifest import InputSpec, Normalization
 from lulc.runtime.kernels.temporal import reference_mask_dates
 from lulc.runtime.tools.timestack import read_stack_info
-from lulc.training.bundle_writer import CHECKPOINTS, WORK, deterministic, finish_bundle, held_out_metrics, start_run, write_bundle
-from lulc.training.config import TEMPORAL_ARCHS, TemporalConfig
+from lulc.training.bundle_writer import (
+    CHECKPOINTS,
+    WORK,
+    deterministic,
+    finish_bundle,
+    held_out_metrics,
+    runtime_tiles,
+    start_run,
+    write_bundle,
+)
+from lulc.training.config import TEMPORAL_ARCHS, SettingError, TemporalConfig, require_multiple
 from lulc.training.data import SampleSpec, TileSet
 from lulc.training.labels import IGNORE
 from lulc.training.sources import RasterStack
@@ -63,7 +72,7 @@ def unstable_water(x: np.ndarray, bands: list[str], water_bands: list[str], thre
     """
     missing = [b for b in water_bands if b not in bands]
     if len(water_bands) != 2 or missing:
-        raise LulcError(f"--mask-unstable-water needs two of the stack's bands ({', '.join(bands)}), e.g. green,nir")
+        raise SettingError("--mask-unstable-water", f"needs two of the stack's bands ({', '.join(bands)}), e.g. green,nir")
     seq = x.reshape(*x.shape[:3], -1, len(bands))
     a, b = seq[..., bands.index(water_bands[0])], seq[..., bands.index(water_bands[1])]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -138,7 +147,7 @@ def _build(cfg: TemporalConfig, channels: int, k: int, time_steps: int):
     record = {}
     if cfg.init_from:
         if cfg.arch != "fcn-convlstm":
-            raise LulcError("--init-from starts the fcn-convlstm encoder from a unet bundle; other archs have no encoder")
+            raise SettingError("--init-from", "starts the fcn-convlstm encoder from a unet bundle; other archs have no encoder")
         from lulc.runtime.backends.keras_backend import load_keras_model
         from lulc.training.models.fcn_convlstm import init_encoder_from
 
@@ -189,9 +198,9 @@ def single_date_baseline(cfg: TemporalConfig, tiles: TileSet, names: list[str], 
 def train_temporal(cfg: TemporalConfig, config_record: dict | None = None) -> Bundle:
     """Train a temporal model on a stack and write a complete, evaluated bundle to ``cfg.output``."""
     if cfg.arch not in TEMPORAL_ARCHS:
-        raise LulcError(f"unknown temporal --arch {cfg.arch}; choose one of {', '.join(TEMPORAL_ARCHS)}")
+        raise SettingError("--arch", f"{cfg.arch} is not a temporal model; choose one of {', '.join(TEMPORAL_ARCHS)}")
     if not cfg.stack or not cfg.labels:
-        raise LulcError(f"--arch {cfg.arch} trains on a time series: give --stack (from `lulc stack`) and --labels")
+        raise SettingError(None, f"--arch {cfg.arch} trains on a time series: give --stack (from `lulc stack`) and --labels")
     return write_bundle(cfg, config_record, lambda staging: _train_temporal_into(cfg, config_record, staging))
 
 
@@ -209,11 +218,8 @@ def _train_temporal_into(cfg: TemporalConfig, config_record: dict | None, stagin
     deterministic(cfg.seed)
     model, init = _build(cfg, len(info.channels), len(classes), steps)
     divisor = getattr(model, "divisor", 1)
-    if cfg.tile % divisor or cfg.infer_tile % divisor:
-        raise LulcError(f"--tile and --infer-tile must be multiples of {divisor} for {cfg.arch}")
-    overlap = 0 if cfg.arch == "pixel-lstm" else cfg.infer_overlap
-    if overlap >= cfg.infer_tile:
-        raise LulcError(f"--infer-overlap {overlap} must be smaller than --infer-tile {cfg.infer_tile}")
+    require_multiple(cfg, "tile", divisor, cfg.arch)
+    tile = runtime_tiles(cfg, divisor, 0 if cfg.arch == "pixel-lstm" else cfg.infer_overlap)
     model, state = _fit(cfg, model, tiles, staging, steps, bands)
     test = tiles.part("test")
     metrics = {"test": held_out_metrics(model, test, names, "segmentation")}
@@ -224,7 +230,7 @@ def _train_temporal_into(cfg: TemporalConfig, config_record: dict | None, stagin
         t0=t0, task=task_of(cfg.arch),
         input_spec=InputSpec(bands=info.channels, dtype=samples.dtype, nodata=samples.nodata, time_steps=steps,
                              dates=info.dates),
-        normalization=norm, tile=TileSpec(size=cfg.infer_tile, overlap=overlap, divisor=divisor),
+        normalization=norm, tile=tile,
         split=tiles.split_record,
         data={"stack": str(info.path.resolve()), "labels": str(Path(cfg.labels).resolve()), "nodata": samples.nodata},
         temporal={"bands_per_date": info.bands, "time_steps": steps, "recurrence": RECURRENCE,

@@ -15,8 +15,17 @@ from pathlib import Path
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import LulcError
 from lulc.runtime.core.manifest import TileSpec
-from lulc.training.bundle_writer import CHECKPOINTS, WORK, deterministic, finish_bundle, held_out_metrics, start_run, write_bundle
-from lulc.training.config import TrainConfig
+from lulc.training.bundle_writer import (
+    CHECKPOINTS,
+    WORK,
+    deterministic,
+    finish_bundle,
+    held_out_metrics,
+    runtime_tiles,
+    start_run,
+    write_bundle,
+)
+from lulc.training.config import TrainConfig, require_multiple
 from lulc.training.data import SPLITS
 
 logger = logging.getLogger(__name__)
@@ -27,11 +36,7 @@ def _infer_tiles(cfg: TrainConfig, task: str, divisor: int) -> TileSpec:
     if task == "scene":
         size = max(divisor, cfg.infer_tile // divisor * divisor)
         return TileSpec(size=size, overlap=0, divisor=divisor)
-    if cfg.infer_tile % divisor:
-        raise LulcError(f"--infer-tile {cfg.infer_tile} must be a multiple of {divisor} for {cfg.arch}")
-    if cfg.infer_overlap >= cfg.infer_tile:
-        raise LulcError(f"--infer-overlap {cfg.infer_overlap} must be smaller than --infer-tile {cfg.infer_tile}")
-    return TileSpec(size=cfg.infer_tile, overlap=cfg.infer_overlap, divisor=divisor)
+    return runtime_tiles(cfg, divisor, cfg.infer_overlap)
 
 
 def train(cfg: TrainConfig, config_record: dict | None = None) -> Bundle:
@@ -69,8 +74,7 @@ def _train_into(cfg: TrainConfig, config_record: dict | None, staging: Path) -> 
     except ValueError as exc:
         raise LulcError(f"cannot build {cfg.arch}: {exc}") from None
     divisor = getattr(model, "divisor", 1)
-    if cfg.tile % divisor:
-        raise LulcError(f"--tile {cfg.tile} must be a multiple of {divisor} for {cfg.arch} (depth {cfg.depth})")
+    require_multiple(cfg, "tile", divisor, f"{cfg.arch} (depth {cfg.depth})")
     tile_spec = _infer_tiles(cfg, task, divisor)
     train_tiles = tiles.part("train")
     weights = resolve_class_weights(cfg.class_weights, train_tiles, names)
