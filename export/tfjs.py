@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,12 +23,10 @@ import numpy as np
 from lulc.export.parity import keras_reference, staging, verify_and_record
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BackendUnavailable, ParityError
+from lulc.runtime.tools.webpage import TFJS_NODE_LIB, libs_hint, tfjs_parity_script, web_root
 
 #: same bar as fp32 ONNX: tfjs runs the same float32 graph, so only rounding may differ
 TOLERANCE = 1e-4
-#: the web folder (npm project with the parity script); override for non-editable installs
-WEB_DIR = Path(os.environ.get("LULC_WEB_DIR", Path(__file__).resolve().parents[1] / "web"))
-NODE_SCRIPT = "tools/tfjs_parity.mjs"
 INSTALL_HINT = "run `make venv` (it installs the TF.js converter with --no-deps; see README, 'TF.js')"
 
 
@@ -78,40 +75,34 @@ def convert(model, out_dir: Path) -> None:
                                          saved_model_tags="serve")
 
 
-def web_metadata(bundle: Bundle, model_dir: Path) -> dict:
-    """What the web page needs next to ``model.json`` so it never reads ``bundle.json``'s
-    training details: the graph's input/output names, bands, normalisation, tile, classes."""
+def graph_details(model_dir: Path) -> dict[str, str]:
+    """The converter's version and the graph's input name, from ``model.json``, for the manifest.
+
+    The page needs nothing else next to ``model.json``: it reads bands, normalisation, tile
+    and classes from ``bundle.json``, as every other stage does.
+    """
     model_json = json.loads((model_dir / "model.json").read_text())
-    signature = model_json["signature"]
-    m = bundle.manifest
-    return {
-        "format": "tfjs-graph-model",
-        "converted_by": model_json["convertedBy"],
-        "layout": "NHWC",
-        "input_name": next(iter(signature["inputs"].values()))["name"],
-        "output_name": next(iter(signature["outputs"].values()))["name"],
-        "task": m.task,
-        "input": m.input.model_dump(),
-        "channels": m.input.channels,
-        "normalization": m.normalization.model_dump(),
-        "tile": m.tile.model_dump(),
-        "classes": [c.model_dump() for c in m.classes],
-        "ignore_index": m.ignore_index,
-    }
+    inputs = model_json["signature"]["inputs"]
+    return {"converted_by": model_json["convertedBy"], "input_name": next(iter(inputs.values()))["name"]}
 
 
 def run_node(model_dir: Path, x: np.ndarray) -> np.ndarray:
-    """Class probabilities of the TF.js model at ``model_dir`` on ``x``, computed by Node."""
+    """Class probabilities of the TF.js model at ``model_dir`` on ``x``, computed by Node.
+
+    Node runs the page's own copy of TF.js (:data:`~lulc.runtime.tools.webpage.TFJS_NODE_LIB`
+    in the web folder), so the gate checks the library the browser will load.
+    """
+    root = web_root()
+    if not (root / TFJS_NODE_LIB).is_file():
+        raise BackendUnavailable(f"the TF.js parity check needs {root / TFJS_NODE_LIB}: {libs_hint(root)}")
     node = shutil.which("node")
-    if node is None or not (WEB_DIR / "node_modules" / "@tensorflow" / "tfjs").is_dir():
-        raise BackendUnavailable(
-            f"the TF.js parity check needs Node.js and @tensorflow/tfjs in {WEB_DIR}: run `npm ci --prefix web`"
-        )
+    if node is None:
+        raise BackendUnavailable("the TF.js parity check runs the model in Node.js: install it so `node` is on PATH")
     with tempfile.TemporaryDirectory(prefix="lulc-tfjs-") as tmp:
         src, dst = Path(tmp) / "x.f32", Path(tmp) / "y.f32"
         np.ascontiguousarray(x, dtype="<f4").tofile(src)
         proc = subprocess.run(
-            [node, str(WEB_DIR / NODE_SCRIPT), str(model_dir), str(src), ",".join(map(str, x.shape)), str(dst)],
+            [node, str(tfjs_parity_script(root)), str(model_dir), str(src), ",".join(map(str, x.shape)), str(dst)],
             capture_output=True, text=True, timeout=1800,
         )
         if proc.returncode != 0:
@@ -128,11 +119,9 @@ def export_tfjs(bundle: Bundle) -> dict[str, dict]:
     with staging(bundle.root / ".tfjs.partial") as staged:
         shutil.rmtree(staged, ignore_errors=True)  # a crashed earlier run
         convert(model, staged)
-        meta = web_metadata(bundle, staged)
-        (staged / "web.json").write_text(json.dumps(meta, indent=2))
         figures = verify_and_record(
             bundle, "tfjs", staged, reference, functools.partial(run_node, x=samples), "TF.js", fmt="tfjs-graph-model",
             dest="tfjs", max_abs_diff=TOLERANCE,
-            details={"model_format": "graph-model", "web_metadata": "web.json", "converted_by": meta["converted_by"],
-                     "input_name": meta["input_name"], "parity_backend": "node @tensorflow/tfjs cpu"})
+            details={"model_format": "graph-model", **graph_details(staged),
+                     "parity_backend": "node @tensorflow/tfjs cpu"})
     return {"tfjs": figures}

@@ -50,16 +50,14 @@ def test_node_runs_the_bundle_like_keras_on_unseen_tiles(tfjs_bundle):
     assert got.shape == expected.shape and np.abs(got - expected).max() <= tfjs.TOLERANCE
 
 
-def test_web_metadata_carries_what_the_page_needs(tfjs_bundle):
-    m = Bundle.load(tfjs_bundle).manifest
-    meta = json.loads((tfjs_bundle / "tfjs" / "web.json").read_text())
+def test_tfjs_folder_holds_the_graph_model_only(tfjs_bundle):
+    """The page reads bands, normalisation, tile and classes from bundle.json: no side file."""
+    art = Bundle.load(tfjs_bundle).manifest.artifacts["tfjs"]
     model_json = json.loads((tfjs_bundle / "tfjs" / "model.json").read_text())
-    assert meta["format"] == "tfjs-graph-model" and model_json["format"] == "graph-model"
-    assert meta["input_name"] in {v["name"] for v in model_json["signature"]["inputs"].values()}
-    assert meta["channels"] == m.input.channels and meta["input"]["bands"] == m.input.bands
-    assert meta["normalization"]["mean"] == m.normalization.mean and meta["normalization"]["std"] == m.normalization.std
-    assert meta["tile"] == {"size": m.tile.size, "overlap": m.tile.overlap, "divisor": m.tile.divisor}
-    assert [(c["name"], tuple(c["color"])) for c in meta["classes"]] == [(c.name, c.color) for c in m.classes]
+    (group,) = model_json["weightsManifest"]
+    assert model_json["format"] == "graph-model"
+    assert sorted(p.name for p in (tfjs_bundle / "tfjs").iterdir()) == sorted(["model.json", *group["paths"]])
+    assert art.details["input_name"] in {v["name"] for v in model_json["signature"]["inputs"].values()}
 
 
 def test_gate_refuses_perturbed_weights_and_writes_nothing(bundle_copy, monkeypatch):
@@ -90,6 +88,7 @@ def test_gate_refuses_perturbed_weights_and_writes_nothing(bundle_copy, monkeypa
 
 
 def test_missing_node_modules_say_how_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(tfjs, "WEB_DIR", tmp_path)
-    with pytest.raises(BackendUnavailable, match=r"npm ci --prefix web"):
+    monkeypatch.setenv("LULC_WEB_DIR", str(tmp_path))
+    (tmp_path / "package-lock.json").write_text("{}")  # a checkout's web folder before `npm ci`
+    with pytest.raises(BackendUnavailable, match=rf"tf.min.js: run `npm ci --prefix {tmp_path} --ignore-scripts`"):
         tfjs.run_node(tmp_path, np.zeros((1, 8, 8, 4), np.float32))
