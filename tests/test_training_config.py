@@ -16,7 +16,8 @@ def test_config_file_with_a_wrongly_typed_or_unknown_key_is_one_line_naming_it(t
         ('epochs: "ten"\n', f"epochs in {config} should be a valid integer, not 'ten'"),
         ('epochs: "10"\n', f"epochs in {config} should be a valid integer, not '10'"),  # quoted: text, not a number
         ("epochz: 3\n", f"epochz in {config} is not a setting (valid: align, aoi, arch,"),
-        ("arch: mtlcc\nstack: s\nfitlers: 4\n", f"fitlers in {config} is not a setting (valid: arch, batch_size, cell,"),
+        ("arch: mtlcc\nstack: s\nfitlers: 4\n",
+         f"fitlers in {config} is not a setting (valid: arch, batch_size, cell,"),
     ):
         config.write_text(text)
         with pytest.raises(SettingError) as caught:
@@ -58,11 +59,12 @@ def test_lulc_train_reports_setting_mistakes_as_option_errors(tmp_path):
     """Exit code 2 and click's usage lines, then one error line naming the flag or the file's key."""
     config = tmp_path / "run.yaml"
     out = tmp_path / "out"
+    bad = "Error: Invalid value for"
     cases = (
-        ([config], 'epochs: "ten"\n', f"Error: Invalid value for epochs in {config}: should be a valid integer, not 'ten'"),
-        ([config], "epochz: 3\n", f"Error: Invalid value for epochz in {config}: is not a setting (valid: align, aoi,"),
-        ([config, "--epochs", "0"], "epochs: 3\n", "Error: Invalid value for --epochs: should be greater than or equal to 1"),
-        (["--split-block", "16"], "", "Error: Invalid value for --split-block: must be at least the tile size 64, not 16"),
+        ([config], 'epochs: "ten"\n', f"{bad} epochs in {config}: should be a valid integer, not 'ten'"),
+        ([config], "epochz: 3\n", f"{bad} epochz in {config}: is not a setting (valid: align, aoi,"),
+        ([config, "--epochs", "0"], "epochs: 3\n", f"{bad} --epochs: should be greater than or equal to 1"),
+        (["--split-block", "16"], "", f"{bad} --split-block: must be at least the tile size 64, not 16"),
         (["--arch", "unet", "--stack", "s"], "", "Error: --stack does not apply to --arch unet"),
     )
     for args, text, expected in cases:
