@@ -18,7 +18,7 @@ import numpy as np
 
 from lulc.runtime import __version__
 from lulc.runtime.core.bundle import SAMPLES, Bundle, now_iso
-from lulc.runtime.core.manifest import ClassInfo, InputSpec, Manifest, Normalization, TileSpec
+from lulc.runtime.core.manifest import ClassInfo, InputSpec, Manifest, Normalization, Task, TileSpec
 from lulc.training.config import SettingError, TemporalConfig, TrainConfig, require_multiple
 from lulc.training.data import TileSet, count_test_blocks
 from lulc.training.labels import IGNORE
@@ -90,7 +90,7 @@ def _run_record(cfg: TrainConfig | TemporalConfig, classes: list[dict], state: d
 
 def finish_bundle(staging: Path, cfg: TrainConfig | TemporalConfig, config_record: dict | None, *, model: Any,
                   test: TileSet, samples: int, classes: list[dict], state: dict, metrics: dict, t0: float,
-                  task: str, input_spec: InputSpec, normalization: Normalization, tile: TileSpec,
+                  task: Task, input_spec: InputSpec, normalization: Normalization, tile: TileSpec,
                   **provenance: Any) -> Bundle:
     """Write the trained model as a complete bundle in ``staging``, ready to publish.
 

@@ -252,7 +252,7 @@ def build_config(config_file: str | None, flags: dict[str, Any]) -> tuple[TrainC
     cls, settings = _settings_for({**from_file, **flags})
     in_file = set(from_file) - set(flags)
     cfg = validated(cls, settings, lambda key: f"{key} in {config_file}" if key in in_file else flag_name(key))
-    record = {"file": None, "from_file": sorted(in_file), "from_flags": sorted(flags)}
+    record: dict[str, Any] = {"file": None, "from_file": sorted(in_file), "from_flags": sorted(flags)}
     if config_file:
         record["file"] = str(Path(config_file).resolve())
         record["sha256"] = hashlib.sha256(Path(config_file).read_bytes()).hexdigest()

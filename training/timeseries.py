@@ -19,7 +19,7 @@ from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import LulcError
 from lulc.runtime.core.manifest import InputSpec, Normalization
 from lulc.runtime.kernels.temporal import reference_mask_dates
-from lulc.runtime.tools.timestack import read_stack_info
+from lulc.runtime.tools.timestack import StackInfo, read_stack_info
 from lulc.training.bundle_writer import (
     CHECKPOINTS,
     WORK,
@@ -106,7 +106,7 @@ def normalize_series(x: np.ndarray, norm: Normalization) -> np.ndarray:
 class SeriesSamples:
     tiles: TileSet  # raw values, NaN on missing dates
     classes: list[dict]
-    info: object  # the stack's StackInfo: bands, dates, channels, path
+    info: StackInfo  # bands, dates, channels, path
     dtype: str
     nodata: float | None
     water: dict | None  # what --mask-unstable-water dropped

@@ -10,10 +10,11 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from lulc.runtime.core.manifest import Task
 from lulc.training.config import MODEL_OPTIONS, SettingError, flag_name
 
 # name: (module, builder, task) — imported lazily so `lulc --help` never loads TensorFlow
-ARCHITECTURES: dict[str, tuple[str, str, str]] = {
+ARCHITECTURES: dict[str, tuple[str, str, Task]] = {
     "unet": ("lulc.training.models.unet", "build_unet", "segmentation"),
     "fcn": ("lulc.training.models.fcn", "build_fcn", "segmentation"),
     "scene-cnn": ("lulc.training.models.scene_cnn", "build_scene_cnn", "scene"),
@@ -26,7 +27,7 @@ ARCHITECTURES: dict[str, tuple[str, str, str]] = {
 }
 
 
-def task_of(name: str) -> str:
+def task_of(name: str) -> Task:
     """What the model's output means to the runtime: segmentation, scene, pixel-series..."""
     return ARCHITECTURES[name][2]
 
