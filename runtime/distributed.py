@@ -52,9 +52,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: parts per worker: enough to balance uneven rows and to lose little to a dead worker, few
-#: enough that the halo each part recomputes (one tile row) stays a small share
+#: parts per worker: enough to balance uneven rows and to lose little to a dead worker...
 PARTS_PER_WORKER = 2
+#: ...but a part is at least this many block rows (where the raster has them for every
+#: worker): each part recomputes one tile row above it as its halo, ~1/5 of a block row
+MIN_PART_ROWS = 4
 _ONE_AT_A_TIME = threading.Lock()
 _SESSIONS: dict[tuple, tuple[Bundle, Any]] = {}
 
@@ -104,9 +106,10 @@ def dask_client(address: str) -> Iterator[Client]:
 
 
 def part_rows(grid: TileGrid, workers: int) -> list[tuple[int, int]]:
-    """Block-row ranges [r0, r1) of the parts: about ``PARTS_PER_WORKER`` per worker."""
+    """Block-row ranges [r0, r1) of the parts: about ``PARTS_PER_WORKER`` per worker, none
+    shorter than ``MIN_PART_ROWS`` unless a worker would be left without one."""
     rows = grid.shape[0]
-    step = max(1, math.ceil(rows / (workers * PARTS_PER_WORKER)))
+    step = max(1, math.ceil(rows / (workers * PARTS_PER_WORKER)), min(MIN_PART_ROWS, math.ceil(rows / workers)))
     return [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
 
 
