@@ -20,16 +20,7 @@ from lulc.runtime.core.errors import LulcError
 from lulc.runtime.core.manifest import InputSpec, Normalization
 from lulc.runtime.kernels.temporal import reference_mask_dates
 from lulc.runtime.tools.timestack import StackInfo, read_stack_info
-from lulc.training.bundle_writer import (
-    CHECKPOINTS,
-    WORK,
-    deterministic,
-    finish_bundle,
-    held_out_metrics,
-    runtime_tiles,
-    start_run,
-    write_bundle,
-)
+from lulc.training import bundle_writer
 from lulc.training.config import TEMPORAL_ARCHS, SettingError, TemporalConfig, require_multiple
 from lulc.training.data import SampleSpec, TileSet
 from lulc.training.labels import IGNORE
@@ -72,7 +63,8 @@ def unstable_water(x: np.ndarray, bands: list[str], water_bands: list[str], thre
     """
     missing = [b for b in water_bands if b not in bands]
     if len(water_bands) != 2 or missing:
-        raise SettingError("--mask-unstable-water", f"needs two of the stack's bands ({', '.join(bands)}), e.g. green,nir")
+        raise SettingError("--mask-unstable-water",
+                           f"needs two of the stack's bands ({', '.join(bands)}), e.g. green,nir")
     seq = x.reshape(*x.shape[:3], -1, len(bands))
     a, b = seq[..., bands.index(water_bands[0])], seq[..., bands.index(water_bands[1])]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -147,7 +139,8 @@ def _build(cfg: TemporalConfig, channels: int, k: int, time_steps: int):
     record = {}
     if cfg.init_from:
         if cfg.arch != "fcn-convlstm":
-            raise SettingError("--init-from", "starts the fcn-convlstm encoder from a unet bundle; other archs have no encoder")
+            raise SettingError("--init-from",
+                               "starts the fcn-convlstm encoder from a unet bundle; other archs have no encoder")
         from lulc.runtime.backends.keras_backend import load_keras_model
         from lulc.training.models.fcn_convlstm import init_encoder_from
 
@@ -169,8 +162,9 @@ def _fit(cfg: TemporalConfig, model, tiles: TileSet, staging: Path, time_steps: 
         train_ds = random_dates(train_ds, time_steps, bands, cfg.sequence_length or max(1, time_steps // 2))
     val_ds = make_dataset(tiles.part("val"), cfg.batch_size)
     fingerprint = f"{cfg.arch}-{cfg.seed}-{select}"
-    return fit(model, train_ds, val_ds, cfg.epochs, cfg.learning_rate, staging / CHECKPOINTS / str(select),
-               staging / "logs", fingerprint, cfg.patience, False, calibration_sample(train.x, cfg.seed), cfg.batch_size)
+    checkpoints = staging / bundle_writer.CHECKPOINTS / str(select)
+    return fit(model, train_ds, val_ds, cfg.epochs, cfg.learning_rate, checkpoints, staging / "logs", fingerprint,
+               cfg.patience, False, calibration_sample(train.x, cfg.seed), cfg.batch_size)
 
 
 def single_date_baseline(cfg: TemporalConfig, tiles: TileSet, names: list[str], bands: int, staging: Path,
@@ -200,32 +194,34 @@ def train_temporal(cfg: TemporalConfig, config_record: dict | None = None) -> Bu
     if cfg.arch not in TEMPORAL_ARCHS:
         raise SettingError("--arch", f"{cfg.arch} is not a temporal model; choose one of {', '.join(TEMPORAL_ARCHS)}")
     if not cfg.stack or not cfg.labels:
-        raise SettingError(None, f"--arch {cfg.arch} trains on a time series: give --stack (from `lulc stack`) and --labels")
-    return write_bundle(cfg, config_record, lambda staging: _train_temporal_into(cfg, config_record, staging))
+        raise SettingError(None, f"--arch {cfg.arch} trains on a time series: "
+                                 "give --stack (from `lulc stack`) and --labels")
+    return bundle_writer.write_bundle(cfg, config_record,
+                                      lambda staging: _train_temporal_into(cfg, config_record, staging))
 
 
 def _train_temporal_into(cfg: TemporalConfig, config_record: dict | None, staging: Path) -> None:
     from lulc.training.models import task_of
     from lulc.training.models.recurrent import MISSING_DATES, RECURRENCE
 
-    t0 = start_run(staging)
-    samples = temporal_samples(cfg, staging / WORK)
+    t0 = bundle_writer.start_run(staging)
+    samples = temporal_samples(cfg, staging / bundle_writer.WORK)
     tiles, classes, info = samples.tiles, samples.classes, samples.info
     names, bands, steps = [c["name"] for c in classes], len(info.bands), len(info.dates)
     norm = band_stats(tiles.part("train").x, bands, steps)
     tiles.x = normalize_series(tiles.x, norm)
 
-    deterministic(cfg.seed)
+    bundle_writer.deterministic(cfg.seed)
     model, init = _build(cfg, len(info.channels), len(classes), steps)
     divisor = getattr(model, "divisor", 1)
     require_multiple(cfg, "tile", divisor, cfg.arch)
-    tile = runtime_tiles(cfg, divisor, 0 if cfg.arch == "pixel-lstm" else cfg.infer_overlap)
+    tile = bundle_writer.runtime_tiles(cfg, divisor, 0 if cfg.arch == "pixel-lstm" else cfg.infer_overlap)
     model, state = _fit(cfg, model, tiles, staging, steps, bands)
     test = tiles.part("test")
-    metrics = {"test": held_out_metrics(model, test, names, "segmentation")}
+    metrics = {"test": bundle_writer.held_out_metrics(model, test, names, "segmentation")}
     if cfg.compare_single_date:
         metrics["single_date_unet"] = single_date_baseline(cfg, tiles, names, bands, staging, info.dates)
-    finish_bundle(
+    bundle_writer.finish_bundle(
         staging, cfg, config_record, model=model, test=test, samples=8, classes=classes, state=state, metrics=metrics,
         t0=t0, task=task_of(cfg.arch),
         input_spec=InputSpec(bands=info.channels, dtype=samples.dtype, nodata=samples.nodata, time_steps=steps,
