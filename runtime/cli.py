@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 import click
 
 from lulc.runtime import __version__
-from lulc.runtime.core.errors import LulcError
+from lulc.runtime.core.errors import LulcError, SettingError
 
 # TensorFlow's C++ start-up chatter would drown our own messages (set it to 0 to see it);
 # this must happen before a subcommand's module can import TensorFlow.
@@ -35,7 +35,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def handle_errors(func):
-    """Turn user mistakes (LulcError) into one line on stderr and exit code 1, no traceback.
+    """Turn user mistakes into one line on stderr, no traceback: a wrong option (SettingError)
+    is a usage error, exit code 2, like a wrong type click itself catches; any other LulcError
+    (bad data, a wrong bundle, an unwritable output) exits 1.
 
     SIGTERM (a scheduler or `kill` stopping the run) is handled like Ctrl-C: the command
     stops cleanly and says what, if anything, can be resumed.
@@ -47,6 +49,10 @@ def handle_errors(func):
             signal.signal(signal.SIGTERM, _interrupt)
         try:
             return func(*args, **kwargs)
+        except SettingError as exc:  # an option no run can use: a usage error, exit code 2
+            if exc.hint is None:
+                raise click.UsageError(exc.problem) from None
+            raise click.BadParameter(exc.problem, param_hint=exc.hint) from None
         except LulcError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:

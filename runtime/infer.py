@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from lulc.runtime.backends import prepare
 from lulc.runtime.core.bundle import Bundle
-from lulc.runtime.core.errors import InputRasterError, Interrupted
+from lulc.runtime.core.errors import InputRasterError, Interrupted, SettingError
 from lulc.runtime.io.bandstack import write_band_stack
 from lulc.runtime.io.outputs import check_outputs, locked_all, temp_path
 from lulc.runtime.io.qgis import sidecar_paths, write_sidecars
@@ -123,13 +123,13 @@ def tile_geometry(m, opts: InferOptions, height: int, width: int) -> tuple[int, 
     size = opts.tile or m.tile.size
     overlap = m.tile.overlap if opts.overlap is None else opts.overlap
     if size < 1:
-        raise InputRasterError(f"--tile must be a positive number of px, got {size}")
+        raise SettingError("--tile", f"must be a positive number of px, got {size}")
     if size % m.tile.divisor:
-        raise InputRasterError(f"--tile {size} must be a multiple of {m.tile.divisor} for this {m.architecture}")
+        raise SettingError("--tile", f"{size} must be a multiple of {m.tile.divisor} for this {m.architecture}")
     if not 0 <= overlap < size:
-        raise InputRasterError(f"--overlap {overlap} must be between 0 and the tile size {size}")
+        raise SettingError("--overlap", f"{overlap} must be between 0 and the tile size {size}")
     if opts.batch_size is not None and opts.batch_size < 1:
-        raise InputRasterError(f"--batch-size must be at least 1, got {opts.batch_size}")
+        raise SettingError("--batch-size", f"must be at least 1, got {opts.batch_size}")
     whole = -(-max(height, width) // m.tile.divisor) * m.tile.divisor
     if size >= whole:
         return whole, 0

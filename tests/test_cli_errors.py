@@ -93,12 +93,13 @@ def test_bundle_without_manifest(good, tmp_path):
 
 
 def test_failure_mid_run_leaves_nothing(trained_bundle, good, tmp_path, monkeypatch):
-    from lulc.runtime import infer
+    from lulc.runtime import pipeline
+    from lulc.runtime.core.errors import InputRasterError
 
     def boom(*args, **kwargs):
-        raise infer.InputRasterError("simulated read failure at window col 0 row 0")
+        raise InputRasterError("simulated read failure at window col 0 row 0")
 
-    monkeypatch.setattr(infer, "read_padded", boom)
+    monkeypatch.setattr(pipeline, "read_padded", boom)
     _fails([trained_bundle, good, "-o", tmp_path / "out.tif"], "simulated read failure")
     _no_output_left(tmp_path, "out.tif")
     assert np.all([not p.name.startswith(".out.tif") for p in tmp_path.iterdir()])

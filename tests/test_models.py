@@ -5,8 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from lulc.runtime.core.errors import LulcError
-from lulc.training.config import SettingError
+from lulc.runtime.core.errors import LulcError, SettingError
 from lulc.training.models import build_model
 from lulc.training.models.pretrained import adapt_kernel, rgb_positions
 

@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from lulc.runtime.cli import main
-from lulc.training.config import SettingError, TemporalConfig, TrainConfig, build_config
+from lulc.runtime.core.errors import SettingError
+from lulc.training.config import TemporalConfig, TrainConfig, build_config
 
 
 def test_config_file_with_a_wrongly_typed_or_unknown_key_is_one_line_naming_it(tmp_path):

@@ -18,8 +18,9 @@ import numpy as np
 
 from lulc.runtime import __version__
 from lulc.runtime.core.bundle import SAMPLES, Bundle, now_iso
+from lulc.runtime.core.errors import SettingError
 from lulc.runtime.core.manifest import ClassInfo, InputSpec, Manifest, Normalization, Task, TileSpec
-from lulc.training.config import SettingError, TemporalConfig, TrainConfig, require_multiple
+from lulc.training.config import TemporalConfig, TrainConfig, require_multiple
 from lulc.training.data import TileSet, count_test_blocks
 from lulc.training.labels import IGNORE
 from lulc.training.outputs import check_bundle_output, publish, staged

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lulc.runtime.core.errors import LulcError
-from lulc.training.config import SettingError
+from lulc.runtime.core.errors import LulcError, SettingError
 from lulc.training.data import TileSet
 from lulc.training.labels import IGNORE
 

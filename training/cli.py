@@ -10,15 +10,10 @@ flag or config key); problems with the data, files and outputs exit with 1.
 """
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
-
 import click
 from click.core import ParameterSource
 
 from lulc.runtime.cli import handle_errors
-from lulc.training.config import SettingError
 
 SINGLE_DATE_ARCHS = ["unet", "fcn", "scene-cnn", "scene-vgg16", "scene-densenet121"]
 TEMPORAL_ARCHS = ["pixel-lstm", "mtlcc", "fcn-convlstm"]
@@ -32,25 +27,6 @@ SECTIONS = {
         "mask_unstable_water", "water_threshold", "compare_single_date"),
 }
 
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def option_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn a :class:`SettingError` into ``click.BadParameter`` with its flag as the hint, or a
-    ``click.UsageError`` for settings that do not go together; whatever layer found it."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except SettingError as exc:
-            if exc.hint is None:
-                raise click.UsageError(exc.problem) from None
-            raise click.BadParameter(exc.problem, param_hint=exc.hint) from None
-
-    return wrapper
 
 
 class SectionedCommand(click.Command):
@@ -134,7 +110,6 @@ def sample(output):
 @click.option("--compare-single-date", is_flag=True, help="Also train a single-date U-Net on the same split and record it.")
 @click.pass_context
 @handle_errors
-@option_errors
 def train(ctx, config_file, **options):
     """Train a model and write a model bundle. Settings come from CONFIG_FILE (YAML), overridden by flags."""
     from lulc.training.config import TemporalConfig, build_config
@@ -174,7 +149,6 @@ def train(ctx, config_file, **options):
               help="Also fit a random forest on the same training blocks and report it beside the model.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Write metrics.json/confusion.png here instead of into the bundle.")
 @handle_errors
-@option_errors
 def evaluate(bundle, image, labels, data, stack, split, baseline, output):
     """Overall accuracy, kappa, per-class F1 and the confusion matrix of BUNDLE on held-out data."""
     from lulc.training.evaluate import evaluate_bundle

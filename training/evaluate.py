@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from lulc.runtime.core.bundle import Bundle
-from lulc.runtime.core.errors import LulcError
-from lulc.training.config import SettingError, TemporalConfig, TrainConfig
+from lulc.runtime.core.errors import LulcError, SettingError
+from lulc.training.config import TemporalConfig, TrainConfig
 from lulc.training.data import SPLITS, TileSet, count_test_blocks, normalize
 from lulc.training.figures import confusion_figure
 from lulc.training.inputs import prepare_samples

@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lulc.runtime.core.errors import SettingError
 from lulc.runtime.core.manifest import InputSpec, Normalization
-from lulc.training.config import SettingError, TrainConfig
+from lulc.training.config import TrainConfig
 from lulc.training.data import SampleSpec, TileSet, extract_tiles
 from lulc.training.labels import IGNORE, prepare_labels
 from lulc.training.models import ARCHITECTURES, task_of

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from lulc.runtime.core.bundle import Bundle
-from lulc.runtime.core.errors import LulcError
+from lulc.runtime.core.errors import LulcError, SettingError
 from lulc.runtime.core.manifest import InputSpec, Normalization
 from lulc.runtime.kernels.temporal import reference_mask_dates
 from lulc.runtime.tools.timestack import StackInfo, read_stack_info
 from lulc.training import bundle_writer
-from lulc.training.config import TEMPORAL_ARCHS, SettingError, TemporalConfig, require_multiple
+from lulc.training.config import TEMPORAL_ARCHS, TemporalConfig, require_multiple
 from lulc.training.data import SampleSpec, TileSet
 from lulc.training.labels import IGNORE
 from lulc.training.sources import RasterStack

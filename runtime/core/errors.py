@@ -27,3 +27,17 @@ class ParityError(LulcError):
 
 class Interrupted(LulcError):
     """Ctrl-C or SIGTERM stopped a run; the message says what, if anything, can be resumed."""
+
+
+class SettingError(LulcError):
+    """A setting no run can use, or settings that do not go together.
+
+    ``hint`` names the setting (``--tile``, or a config file's key) so the CLI can report it
+    as a bad option (``click.BadParameter``, exit code 2) the way click reports a wrong type;
+    ``hint=None`` means a wrong combination of settings (``click.UsageError``). Library callers
+    catch it as any :class:`LulcError`.
+    """
+
+    def __init__(self, hint: str | None, problem: str):
+        super().__init__(f"{hint} {problem}" if hint else problem)
+        self.hint, self.problem = hint, problem

@@ -10,8 +10,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from lulc.runtime.core.errors import SettingError
 from lulc.runtime.core.manifest import Task
-from lulc.training.config import MODEL_OPTIONS, SettingError, flag_name
+from lulc.training.config import MODEL_OPTIONS, flag_name
 
 # name: (module, builder, task) — imported lazily so `lulc --help` never loads TensorFlow
 ARCHITECTURES: dict[str, tuple[str, str, Task]] = {
