@@ -78,7 +78,8 @@ class KillOnce(distributed.WorkerPlugin):
 def test_a_killed_worker_is_retried_and_the_map_is_identical(case, tmp_path, monkeypatch):
     from distributed import Client, LocalCluster
 
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    here = Path(__file__).parent  # the workers unpickle the plugin from this module, which imports conftest
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")]))
     marker = tmp_path / "killed"
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
         client.register_plugin(KillOnce(str(marker)))
