@@ -12,16 +12,25 @@ import os
 import signal
 import sys
 import threading
-from importlib.metadata import entry_points
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 
 from lulc.runtime import __version__
 from lulc.runtime.core.errors import LulcError, SettingError
 
+if TYPE_CHECKING:
+    from lulc.runtime.infer import InferOptions
+
 # TensorFlow's C++ start-up chatter would drown our own messages (set it to 0 to see it);
 # this must happen before a subcommand's module can import TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def configure_logging(verbosity: int) -> None:
@@ -34,7 +43,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def handle_errors(func):
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn user mistakes into one line on stderr, no traceback: a wrong option (SettingError)
     is a usage error, exit code 2, like a wrong type click itself catches; any other LulcError
     (bad data, a wrong bundle, an unwritable output) exits 1.
@@ -44,7 +53,7 @@ def handle_errors(func):
     """
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _interrupt)
         try:
@@ -66,13 +75,13 @@ def handle_errors(func):
 class PluginGroup(click.Group):
     """A group whose commands come from ``lulc.commands`` entry points, loaded on demand."""
 
-    def _plugins(self):
+    def _plugins(self) -> dict[str, EntryPoint]:
         return {ep.name: ep for ep in entry_points(group="lulc.commands")}
 
-    def list_commands(self, ctx):
+    def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
 
-    def get_command(self, ctx, name):
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         cmd = super().get_command(ctx, name)
         if cmd is not None:
             return cmd
@@ -88,7 +97,7 @@ class PluginGroup(click.Group):
 
 def _broken_command(name: str, message: str) -> click.Command:
     @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def broken():
+    def broken() -> None:
         raise click.ClickException(message)
 
     return broken
@@ -131,14 +140,14 @@ RUN_OPTIONS = [
 ]
 
 
-def run_options(func):
+def run_options(func: F) -> F:
     """Add :data:`RUN_OPTIONS` to a command."""
     for option in reversed(RUN_OPTIONS):
         func = option(func)
     return func
 
 
-def infer_options(verbose: int, quiet: int, **options):
+def infer_options(verbose: int, quiet: int, **options: Any) -> InferOptions:
     """InferOptions from the command's options (and its own -v/-q applied)."""
     from lulc.runtime.infer import InferOptions
 
@@ -156,7 +165,7 @@ def infer_options(verbose: int, quiet: int, **options):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON run summary on stdout.")
 @run_options
 @handle_errors
-def infer(bundle, inputs, output, as_json, **options):
+def infer(bundle: str, inputs: tuple[str, ...], output: str, as_json: bool, **options: Any) -> None:
     """Classify INPUTS with the model BUNDLE and write a georeferenced class map.
 
     INPUTS is one raster, or several co-registered rasters whose bands are stacked in the
@@ -179,7 +188,7 @@ def infer(bundle, inputs, output, as_json, **options):
               help="Folder for the maps: OUTDIR/<input stem>.tif, or OUTDIR/<STAC item id>.tif.")
 @run_options
 @handle_errors
-def batch(bundle, inputs, output, **options):
+def batch(bundle: str, inputs: tuple[str, ...], output: str, **options: Any) -> None:
     """Classify many INPUTS with BUNDLE, one map each: rasters, globs ('tiles/*.tif', quoted) or
     STAC Item / ItemCollection JSON files or URLs whose assets carry the bundle's bands.
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import rasterio
 from tqdm.auto import tqdm
 
-from lulc.runtime.backends import prepare
+from lulc.runtime.backends import Session, prepare
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BackendUnavailable, InputRasterError, Interrupted
 from lulc.runtime.io.outputs import temp_path
@@ -173,7 +173,8 @@ def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int]
             "session": (session.name, session.device, session.precision)}
 
 
-def _runner(bundle: Bundle, session, src, opts: InferOptions, geometry: tuple[int, int]) -> tuple[TileGrid, BlockRunner]:
+def _runner(bundle: Bundle, session: Session, src: rasterio.io.DatasetReader, opts: InferOptions,
+            geometry: tuple[int, int]) -> tuple[TileGrid, BlockRunner]:
     size, overlap = geometry
     grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
     if overlap > grid.block_span:
@@ -255,8 +256,8 @@ def _gather(client: Client, futures: list, progress: bool) -> dict:
     return figures
 
 
-def assemble(final: Path, src, bundle: Bundle, opts: InferOptions, paths: list[Path], plan: list[tuple[int, int]],
-             grid: TileGrid, backend: str) -> None:
+def assemble(final: Path, src: rasterio.io.DatasetReader, bundle: Bundle, opts: InferOptions, paths: list[Path],
+             plan: list[tuple[int, int]], grid: TileGrid, backend: str) -> None:
     """Copy the parts, strip by strip, into the partial map of ``final`` and write the COG."""
     partial = PartialMap(final, src, bundle.manifest.map_classes, opts.probabilities, opts.confidence,
                          map_tags(bundle, backend))

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from lulc.runtime.backends import prepare
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import InputRasterError, Interrupted, SettingError
+from lulc.runtime.core.manifest import Manifest
 from lulc.runtime.io.bandstack import write_band_stack
 from lulc.runtime.io.outputs import check_outputs, locked_all, temp_path
 from lulc.runtime.io.qgis import sidecar_paths, write_sidecars
@@ -117,7 +118,7 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike |
     return summary
 
 
-def tile_geometry(m, opts: InferOptions, height: int, width: int) -> tuple[int, int]:
+def tile_geometry(m: Manifest, opts: InferOptions, height: int, width: int) -> tuple[int, int]:
     """(tile, overlap) for this raster: the bundle's unless overridden, and never larger than
     the raster needs (one tile then covers it, so no overlap), which bounds the buffers."""
     size = opts.tile or m.tile.size
@@ -169,7 +170,8 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, o
     return summary
 
 
-def _run_here(bundle: Bundle, src, final: Path, opts: InferOptions, geometry: tuple[int, int], key: dict) -> dict:
+def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, final: Path, opts: InferOptions, geometry: tuple[int, int],
+              key: dict) -> dict:
     """The single-process run: stream every block through this process, resumably."""
     m = bundle.manifest
     t0 = time.perf_counter()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import rasterio.io
 from rasterio.windows import Window
 
 from lulc.runtime.backends import Session, run_all
@@ -26,6 +28,8 @@ from lulc.runtime.kernels import block_ops
 from lulc.runtime.tiling import Block, TileGrid, blend_weights
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from lulc.runtime.infer import InferOptions
     from lulc.runtime.io.resume import ResumeState
 
@@ -57,7 +61,7 @@ def auto_batch(tile: int) -> int:
     return max(1, round(2**18 / tile**2))
 
 
-def batch_runs(live: np.ndarray, batch: int):
+def batch_runs(live: np.ndarray, batch: int) -> Iterator[tuple[int, int]]:
     """(start, stop) slices of consecutive live tiles, at most ``batch`` long: the model gets
     views of the packed buffer (host or device), never gathered copies."""
     start = 0
@@ -76,7 +80,7 @@ class BlockRunner:
     the session takes device arrays (``device_io``); the kernels follow the arrays.
     """
 
-    def __init__(self, bundle: Bundle, session: Session, grid: TileGrid, opts: InferOptions, nodata, bands: int):
+    def __init__(self, bundle: Bundle, session: Session, grid: TileGrid, opts: InferOptions, nodata: float | None, bands: int):
         m = bundle.manifest
         self.on_device = session.device_io
         self.ops = block_ops(self.on_device, m, nodata)
@@ -114,7 +118,7 @@ class BlockRunner:
         #: run only where they spill into it (a band of rows of a distributed run)
         self.first_row = 0
 
-    def prepare(self, src, block: Block, slot: _Slot) -> _Slot:
+    def prepare(self, src: rasterio.io.DatasetReader, block: Block, slot: _Slot) -> _Slot:
         """Read the block, and on the host pack its tiles too (reader thread, beside the model)."""
         read_padded(src, block.y0, block.x0, self.grid.acc_span, slot.raw_host[: self.bands])
         fill_indices(slot.raw_host, self.bands, self.index_pairs)
@@ -188,8 +192,9 @@ class BlockRunner:
         return bands
 
 
-def stream_blocks(runner: BlockRunner, src, partial: BlockSink, blocks: list[Block], reader, writer,
-            resume: ResumeState | None, bar, t0: float) -> None:
+def stream_blocks(runner: BlockRunner, src: rasterio.io.DatasetReader, partial: BlockSink, blocks: list[Block],
+                  reader: ThreadPoolExecutor, writer: ThreadPoolExecutor, resume: ResumeState | None, bar: tqdm,
+                  t0: float) -> None:
     """The pipeline: while block i runs, block i+1 is read and packed and block i-1 is finalised
     and written, so the model thread does nothing but model calls and blending. Block i+1's
     tiles are queued on the model before block i is blended, so the model never waits for a
@@ -199,7 +204,7 @@ def stream_blocks(runner: BlockRunner, src, partial: BlockSink, blocks: list[Blo
     def finish(block: Block, slot: _Slot) -> None:
         partial.write_block(block_window(block), runner.finalize(block, slot))
 
-    def refill(finished, block: Block, slot: _Slot) -> _Slot:
+    def refill(finished: Future, block: Block, slot: _Slot) -> _Slot:
         finished.result()  # the slot's previous block is finalised: its buffers are free
         return runner.prepare(src, block, slot)
 

@@ -11,6 +11,7 @@ no pixel is finalised before all its tiles are in.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,7 +103,7 @@ class TileGrid:
         xs = np.tile(tx, len(ty))
         return Block(row, col, y0, x0, oh, ow, last_row, last_col, ys, xs)
 
-    def blocks(self):
+    def blocks(self) -> Iterator[Block]:
         rows, cols = self.shape
         for r in range(rows):
             for c in range(cols):

@@ -135,7 +135,7 @@ def check_model_shapes(bundle: Bundle, model: str, inputs: Sequence, outputs: Se
                           f"({', '.join(m.class_names)}); the model and its bundle.json do not belong together")
 
 
-def _known(dim) -> bool:
+def _known(dim: object) -> bool:
     return isinstance(dim, int) and dim >= 0
 
 

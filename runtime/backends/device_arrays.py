@@ -7,12 +7,18 @@ bridge because Numba device arrays speak only the CUDA array interface.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from lulc.runtime.core.errors import BackendUnavailable
 
+#: a GPU array with no static type: Numba device arrays, CuPy arrays, JAX arrays (DLPack)
+DeviceArray = Any
 
-def cuda_pointer(array) -> int:
+
+def cuda_pointer(array: DeviceArray) -> int:
     """Device pointer of a C-contiguous array exposing ``__cuda_array_interface__``."""
     cai = array.__cuda_array_interface__
     strides = cai.get("strides")
@@ -21,7 +27,7 @@ def cuda_pointer(array) -> int:
     return int(cai["data"][0])
 
 
-def _c_strides(shape, itemsize: int) -> tuple[int, ...]:
+def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     strides, step = [], itemsize
     for dim in reversed(shape):
         strides.append(step)
@@ -29,7 +35,7 @@ def _c_strides(shape, itemsize: int) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-def wrap_pointer(pointer: int, shape: tuple[int, ...], dtype, owner):
+def wrap_pointer(pointer: int, shape: tuple[int, ...], dtype: npt.DTypeLike, owner: object) -> DeviceArray:
     """A Numba device array over memory another engine allocated; ``owner`` keeps it alive."""
     from numba import cuda
 
@@ -45,7 +51,7 @@ def synchronize() -> None:
     cuda.synchronize()
 
 
-def _cupy():
+def _cupy() -> Any:
     try:
         import cupy
     except ImportError as exc:
@@ -53,13 +59,13 @@ def _cupy():
     return cupy
 
 
-def to_dlpack(array):
+def to_dlpack(array: DeviceArray) -> DeviceArray:
     """A DLPack-exporting view of a Numba device array, for ``jax.dlpack.from_dlpack``."""
     synchronize()
     return _cupy().asarray(array)
 
 
-def from_dlpack(array):
+def from_dlpack(array: DeviceArray) -> DeviceArray:
     """A Numba device view of a DLPack-exporting GPU array (a JAX result)."""
     from numba import cuda
 

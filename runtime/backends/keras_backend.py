@@ -12,6 +12,8 @@ import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +72,7 @@ def on_jax_gpu() -> bool:
     return os.environ.get("KERAS_BACKEND") == "jax"
 
 
-def import_keras():
+def import_keras() -> Any:
     """Keras on its backend (JAX where TensorFlow is absent), or a one-line install hint."""
     default_to_jax()
     try:
@@ -82,7 +84,7 @@ def import_keras():
     return keras
 
 
-def load_keras_model(bundle: Bundle):
+def load_keras_model(bundle: Bundle) -> Any:
     """Load ``model.keras`` in safe mode (no code from the bundle is executed)."""
     keras = import_keras()
     path = bundle.artifact_path("keras")
@@ -132,11 +134,12 @@ class KerasSession(Session):
             self.batch_size = GPU_BATCH
         logger.info("keras backend %s, device %s", backend, self.device)
 
-    def _eager(self, batch):
+    def _eager(self, batch: np.ndarray) -> Any:
         with self._scope():
             return self.model(batch, training=False)
 
-    def run(self, batch):
+    def run(self, batch: Any) -> Any:
+        """NumPy in and out, or device arrays in and out (DLPack, no host copies) on a JAX GPU."""
         if self.device_io:
             import jax
 
@@ -145,7 +148,7 @@ class KerasSession(Session):
         return np.asarray(self._predict(batch), dtype=np.float32)
 
 
-def _jax_predict(model, on_cpu: bool = False):
+def _jax_predict(model: Any, on_cpu: bool = False) -> Callable[[Any], Any]:
     """One compiled program per batch shape: eager Keras-on-JAX would dispatch layer by layer.
 
     On the CPU the weights are committed to the CPU device, so the program runs there even

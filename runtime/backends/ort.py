@@ -6,6 +6,7 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -118,7 +119,7 @@ class OrtSession(Session):
             return map(self.run, batches)
         return InOrder([self._callers.submit(self.run, b) for b in batches])
 
-    def run(self, batch):
+    def run(self, batch: Any) -> Any:
         """Class probabilities of a normalised batch: NumPy in and out on CPU, Numba device
         arrays in and out on CUDA (nothing crosses PCIe here)."""
         if not self.device_io:
@@ -127,7 +128,7 @@ class OrtSession(Session):
         value = self.run_bound(batch, "cuda", device_arrays.cuda_pointer(batch))
         return device_arrays.wrap_pointer(value.data_ptr(), value.shape(), np.float32, owner=value)
 
-    def run_bound(self, batch, where: str, pointer: int) -> ort.OrtValue:
+    def run_bound(self, batch: Any, where: str, pointer: int) -> ort.OrtValue:
         """Run on a float32 C-contiguous buffer at ``pointer`` on ``where`` ('cpu' or 'cuda');
         the output stays where onnxruntime allocated it, on the same device."""
         binding = self.session.io_binding()

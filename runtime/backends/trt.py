@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ def chunks(n: int, max_batch: int) -> Iterator[slice]:
     return (slice(start, min(start + max_batch, n)) for start in range(0, n, max_batch))
 
 
-def import_tensorrt():
+def import_tensorrt() -> tuple[Any, Any]:
     """``tensorrt`` and cuda-python's runtime module, or a one-line install hint."""
     try:
         import tensorrt as trt
@@ -71,7 +72,7 @@ def import_tensorrt():
     return trt, cudart
 
 
-def cuda_call(result):
+def cuda_call(result: tuple[Any, ...]) -> Any:
     """cuda-python returns ``(status, *values)``: raise on any status but success."""
     _, cudart = import_tensorrt()
     status, *values = result

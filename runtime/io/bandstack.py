@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,12 +25,15 @@ from lulc.runtime.core.errors import InputRasterError
 from lulc.runtime.io.rasters import open_raster
 from lulc.runtime.io.vrt import write_vrt
 
+if TYPE_CHECKING:
+    import rasterio.io
 
-def same_grid(a, b) -> bool:
+
+def same_grid(a: rasterio.io.DatasetReader, b: rasterio.io.DatasetReader) -> bool:
     return (a.width, a.height, a.crs) == (b.width, b.height, b.crs) and a.transform.almost_equals(b.transform)
 
 
-def stack_band_names(sources) -> list[str]:
+def stack_band_names(sources: Sequence[rasterio.io.DatasetReader]) -> list[str]:
     """Band descriptions, or ``band<j>`` (``r<i>_band<j>`` when several rasters) where a band has none."""
     names = []
     for i, src in enumerate(sources):

@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import rasterio
@@ -26,6 +26,9 @@ from lulc.runtime.io.outputs import replace_atomically, temp_path
 from lulc.runtime.io.overviews import level_paths, write_levels
 from lulc.runtime.io.resume import crc_bands
 from lulc.runtime.io.vrt import with_overviews
+
+if TYPE_CHECKING:
+    from lulc.runtime.core.bundle import Bundle
 
 T = TypeVar("T")
 
@@ -123,7 +126,7 @@ class PartialMap:
         self.path.unlink(missing_ok=True)
 
 
-def map_tags(bundle, backend: str) -> dict[str, str]:
+def map_tags(bundle: Bundle, backend: str) -> dict[str, str]:
     """Dataset tags of every class map: what made it (a distributed run writes the same)."""
     m = bundle.manifest
     return {"LULC_BUNDLE": m.architecture, "LULC_TASK": m.task, "LULC_BACKEND": backend, "LULC_MODEL": bundle.fingerprint()}
@@ -179,7 +182,7 @@ def _write_failure(folder: Path, exc: BaseException) -> str:
     return str(exc.__context__ or exc)
 
 
-def _describe(dst, classes: list[ClassInfo], names: list[str], tags: dict[str, str]) -> None:
+def _describe(dst: rasterio.io.DatasetWriter, classes: list[ClassInfo], names: list[str], tags: dict[str, str]) -> None:
     for i, name in enumerate(names, start=1):
         dst.set_band_description(i, name)
     dst.write_colormap(1, {c.id: (*c.color, 255) for c in classes})

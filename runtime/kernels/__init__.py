@@ -8,11 +8,15 @@ where the block buffers live (host or CUDA device), and the masking rule of the 
 from __future__ import annotations
 
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from lulc.runtime.core.errors import BackendUnavailable
 from lulc.runtime.core.manifest import Manifest
+
+#: a block buffer: a NumPy array, or a CUDA device array (no static type) for the CUDA twins
+Array = Any
 
 
 def is_device_array(array: object) -> bool:
@@ -45,7 +49,7 @@ class BlockOps:
         if self.bands_per_date and arrays.__name__.endswith(".cuda"):
             raise BackendUnavailable("time-series bundles run with host (CPU) buffers; use --device cpu")
 
-    def mask(self, block, valid) -> None:
+    def mask(self, block: Array, valid: Array) -> None:
         """valid (H, W) from the raw block (C, H, W): False where the pixel has no usable data."""
         if self.bands_per_date:
             from lulc.runtime.kernels.temporal import mask_all_dates
@@ -54,7 +58,8 @@ class BlockOps:
         else:
             self.arrays.mask_nodata(block, self.nodata, self.use_nodata, valid)
 
-    def pack(self, block, valid, ys, xs, mean, inv_std, out, counts) -> None:
+    def pack(self, block: Array, valid: Array, ys: np.ndarray, xs: np.ndarray, mean: np.ndarray, inv_std: np.ndarray,
+             out: Array, counts: Array) -> None:
         """Normalised model tiles (N, T, T, C) and valid pixels per tile, from the masked block."""
         if self.bands_per_date:
             from lulc.runtime.kernels.temporal import pack_dates

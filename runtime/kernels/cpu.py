@@ -12,6 +12,7 @@ functions are the plain NumPy definitions the tests compare these and the CUDA t
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit, prange
 
 from lulc.runtime.io.mapformat import NODATA_CLASS, PROB_SCALE
@@ -142,9 +143,10 @@ def finalize(
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _mode4(a, b, c, d):
+def _mode4(a: int | np.uint8, b: int | np.uint8, c: int | np.uint8, d: int | np.uint8) -> int | np.uint8:
     """Most frequent of four values, NODATA_CLASS excluded; ties go to the earliest."""
-    best, best_n = NODATA_CLASS, 0
+    best: int | np.uint8 = NODATA_CLASS
+    best_n = 0
     for v in (a, b, c, d):
         if v != NODATA_CLASS:
             n = (a == v) + (b == v) + (c == v) + (d == v)
@@ -197,7 +199,7 @@ def warm_up() -> None:
     mode_2x2(pixels[None], np.empty((1, 1, 1), np.uint8))
 
 
-def reference_mask(block, nodata, use_nodata):
+def reference_mask(block: np.ndarray, nodata: float, use_nodata: bool) -> np.ndarray:
     """NumPy definition of :func:`mask_nodata` (returns valid)."""
     bad = np.isnan(block).any(0)
     if use_nodata:
@@ -205,7 +207,8 @@ def reference_mask(block, nodata, use_nodata):
     return ~bad
 
 
-def reference_pack(block, valid, ys, xs, size, mean, inv_std):
+def reference_pack(block: np.ndarray, valid: np.ndarray, ys: np.ndarray, xs: np.ndarray, size: int, mean: np.ndarray,
+                   inv_std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """NumPy definition of :func:`pack_tiles` (returns out, counts)."""
     tiles = []
     counts = []
@@ -218,7 +221,8 @@ def reference_pack(block, valid, ys, xs, size, mean, inv_std):
     return np.stack(tiles), np.array(counts)
 
 
-def reference_blend(probs, ys, xs, weight, shape):
+def reference_blend(probs: np.ndarray, ys: np.ndarray, xs: np.ndarray, weight: np.ndarray,
+                    shape: tuple[int, ...]) -> np.ndarray:
     """NumPy definition of :func:`blend_accumulate` on a zeroed accumulator of ``shape``."""
     acc = np.zeros(shape, dtype=np.float64)
     size = probs.shape[1]
@@ -228,7 +232,7 @@ def reference_blend(probs, ys, xs, weight, shape):
     return acc
 
 
-def reference_finalize(acc, valid):
+def reference_finalize(acc: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """NumPy definition of :func:`finalize`: (classes, probabilities, confidence) as uint8."""
     wsum = acc[-1]
     bad = ~valid | (wsum <= 0)
@@ -268,11 +272,11 @@ def zero(dst: np.ndarray) -> None:
     dst.fill(0)
 
 
-def empty(shape, dtype) -> np.ndarray:
+def empty(shape: int | tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
     return np.empty(shape, dtype=dtype)
 
 
-def zeros(shape, dtype) -> np.ndarray:
+def zeros(shape: int | tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
     """Zero pages from the OS, touched (faulted in) by the first kernel that writes them rather
     than all at start-up, where filling 2 x 58 MB accumulators delayed the first model call."""
     return np.zeros(shape, dtype=dtype)

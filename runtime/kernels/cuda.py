@@ -5,15 +5,24 @@ picks this module for arrays exposing ``__cuda_array_interface__`` (Numba, CuPy,
 JAX via DLPack), so a block crosses PCIe once each way: raw bands in, class bands out. Every
 kernel maps one thread to one output element, so none needs atomics except the per-tile
 valid-pixel count. CI runs them under ``NUMBA_ENABLE_CUDASIM=1`` against the CPU kernels.
+
+The ``@cuda.jit`` kernel bodies stay unannotated (``noqa: ANN001``): they are device code, which
+mypy leaves unchecked, because numba's intrinsics (``cuda.grid``) have no usable Python types.
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from numba import cuda
 
 from lulc.runtime.io.mapformat import NODATA_CLASS, PROB_SCALE
+
+#: a Numba (or CuPy, simulator) CUDA device array: no static type, anything exposing
+#: ``__cuda_array_interface__``
+DeviceArray = Any
 
 _THREADS_2D = (16, 16)
 
@@ -24,7 +33,7 @@ def _grid_2d(h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 @cuda.jit
-def _mask(block, nodata, use_nodata, valid):
+def _mask(block, nodata, use_nodata, valid):  # noqa: ANN001
     x, y = cuda.grid(2)
     if y >= valid.shape[0] or x >= valid.shape[1]:
         return
@@ -36,14 +45,14 @@ def _mask(block, nodata, use_nodata, valid):
     valid[y, x] = ok
 
 
-def mask_nodata(block, nodata: float, use_nodata: bool, valid) -> None:
+def mask_nodata(block: DeviceArray, nodata: float, use_nodata: bool, valid: DeviceArray) -> None:
     """Device twin of :func:`lulc.runtime.kernels.cpu.mask_nodata`."""
     blocks, threads = _grid_2d(*valid.shape)
     _mask[blocks, threads](block, np.float32(nodata), use_nodata, valid)
 
 
 @cuda.jit
-def _pack(block, valid, ys, xs, mean, inv_std, out, counts):
+def _pack(block, valid, ys, xs, mean, inv_std, out, counts):  # noqa: ANN001
     j, i, n = cuda.grid(3)
     size = out.shape[1]
     if n >= out.shape[0] or i >= size or j >= size:
@@ -60,13 +69,14 @@ def _pack(block, valid, ys, xs, mean, inv_std, out, counts):
 
 
 @cuda.jit
-def _zero_1d(a):
+def _zero_1d(a):  # noqa: ANN001
     i = cuda.grid(1)
     if i < a.shape[0]:
         a[i] = 0
 
 
-def pack_tiles(block, valid, ys, xs, mean, inv_std, out, counts) -> None:
+def pack_tiles(block: DeviceArray, valid: DeviceArray, ys: np.ndarray | DeviceArray, xs: np.ndarray | DeviceArray,
+               mean: np.ndarray | DeviceArray, inv_std: np.ndarray | DeviceArray, out: DeviceArray, counts: DeviceArray) -> None:
     """Device twin of :func:`lulc.runtime.kernels.cpu.pack_tiles` (``ys``/``xs``/``mean``/``inv_std`` host or device)."""
     n, size = out.shape[0], out.shape[1]
     _zero_1d[math.ceil(n / 128), 128](counts)
@@ -76,7 +86,7 @@ def pack_tiles(block, valid, ys, xs, mean, inv_std, out, counts) -> None:
 
 
 @cuda.jit
-def _blend(probs, ys, xs, weight, acc):
+def _blend(probs, ys, xs, weight, acc):  # noqa: ANN001
     x, y = cuda.grid(2)
     if y >= acc.shape[1] or x >= acc.shape[2]:
         return
@@ -94,14 +104,15 @@ def _blend(probs, ys, xs, weight, acc):
         acc[k, y, x] += wgt
 
 
-def blend_accumulate(probs, ys, xs, weight, acc) -> None:
+def blend_accumulate(probs: DeviceArray, ys: np.ndarray | DeviceArray, xs: np.ndarray | DeviceArray,
+                     weight: np.ndarray | DeviceArray, acc: DeviceArray) -> None:
     """Device twin of :func:`lulc.runtime.kernels.cpu.blend_accumulate`: one thread per accumulator pixel."""
     blocks, threads = _grid_2d(acc.shape[1], acc.shape[2])
     _blend[blocks, threads](probs, _on_device(ys), _on_device(xs), _on_device(weight), acc)
 
 
 @cuda.jit
-def _finalize(acc, valid, classes, probs, confidence, want_probs, want_conf):
+def _finalize(acc, valid, classes, probs, confidence, want_probs, want_conf):  # noqa: ANN001
     x, y = cuda.grid(2)
     if y >= classes.shape[0] or x >= classes.shape[1]:
         return
@@ -129,7 +140,8 @@ def _finalize(acc, valid, classes, probs, confidence, want_probs, want_conf):
         confidence[y, x] = np.uint8(min(best_v / wsum, 1.0) * PROB_SCALE + 0.5)
 
 
-def finalize(acc, valid, classes, probs, confidence, want_probs: bool, want_conf: bool) -> None:
+def finalize(acc: DeviceArray, valid: DeviceArray, classes: DeviceArray, probs: DeviceArray, confidence: DeviceArray,
+             want_probs: bool, want_conf: bool) -> None:
     """Device twin of :func:`lulc.runtime.kernels.cpu.finalize`."""
     blocks, threads = _grid_2d(*classes.shape)
     _finalize[blocks, threads](acc, valid, classes, probs, confidence, want_probs, want_conf)
@@ -142,7 +154,7 @@ _ADD, _COPY, _ZERO = 0, 1, 2
 
 
 @cuda.jit
-def _update3(dst, src, mode):
+def _update3(dst, src, mode):  # noqa: ANN001
     x, y, c = cuda.grid(3)
     if c < dst.shape[0] and y < dst.shape[1] and x < dst.shape[2]:
         if mode == _ADD:
@@ -153,37 +165,37 @@ def _update3(dst, src, mode):
             dst[c, y, x] = 0
 
 
-def _launch3(dst, src, mode: int) -> None:
+def _launch3(dst: DeviceArray, src: DeviceArray, mode: int) -> None:
     c, h, w = dst.shape
     _update3[(math.ceil(w / 16), math.ceil(h / 16), c), (16, 16, 1)](dst, src, mode)
 
 
-def add_into(dst, src) -> None:
+def add_into(dst: DeviceArray, src: DeviceArray) -> None:
     """dst += src for (C, H, W) float32 device arrays (views allowed)."""
     _launch3(dst, src, _ADD)
 
 
-def copy_into(dst, src) -> None:
+def copy_into(dst: DeviceArray, src: DeviceArray) -> None:
     """dst[...] = src."""
     _launch3(dst, src, _COPY)
 
 
-def zero(dst) -> None:
+def zero(dst: DeviceArray) -> None:
     """dst[...] = 0."""
     _launch3(dst, dst, _ZERO)
 
 
-def empty(shape, dtype):
+def empty(shape: int | tuple[int, ...], dtype: npt.DTypeLike) -> DeviceArray:
     return cuda.device_array(shape, dtype=dtype)
 
 
-def zeros(shape, dtype):
+def zeros(shape: int | tuple[int, ...], dtype: npt.DTypeLike) -> DeviceArray:
     out = empty(shape, dtype)
     zero(out)
     return out
 
 
-def to_device(host: np.ndarray, out=None):
+def to_device(host: np.ndarray, out: DeviceArray | None = None) -> DeviceArray:
     """Copy a host array into ``out`` (a preallocated device buffer) or a new one."""
     if out is None:
         return cuda.to_device(host)
@@ -191,9 +203,9 @@ def to_device(host: np.ndarray, out=None):
     return out
 
 
-def to_host(array) -> np.ndarray:
+def to_host(array: DeviceArray) -> np.ndarray:
     return array.copy_to_host()
 
 
-def _on_device(a):
+def _on_device(a: np.ndarray | DeviceArray) -> DeviceArray:
     return cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a

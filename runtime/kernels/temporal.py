@@ -16,7 +16,7 @@ from lulc.runtime.kernels.cpu import is_missing
 
 
 @njit(nogil=True, cache=True)
-def _date_missing(block, b0: int, bands: int, y: int, x: int, nodata: float, use_nodata: bool) -> bool:
+def _date_missing(block: np.ndarray, b0: int, bands: int, y: int, x: int, nodata: float, use_nodata: bool) -> bool:
     for b in range(b0, b0 + bands):
         if is_missing(block[b, y, x], nodata, use_nodata):
             return True
@@ -38,7 +38,8 @@ def mask_all_dates(block: np.ndarray, bands: int, nodata: float, use_nodata: boo
 
 
 @njit(nogil=True, cache=True, parallel=True)
-def pack_dates(block, valid, ys, xs, mean, inv_std, out, counts, bands: int, nodata: float, use_nodata: bool) -> None:
+def pack_dates(block: np.ndarray, valid: np.ndarray, ys: np.ndarray, xs: np.ndarray, mean: np.ndarray, inv_std: np.ndarray,
+               out: np.ndarray, counts: np.ndarray, bands: int, nodata: float, use_nodata: bool) -> None:
     """Like ``kernels.pack_tiles`` but a missing date (and an invalid pixel) packs as NaN."""
     c = block.shape[0]
     size = out.shape[1]

@@ -34,7 +34,7 @@ class ChangeSummary:
     rows: list[tuple[str, str, int, float]]
 
 
-def _legend_tag(src, key: str) -> dict:
+def _legend_tag(src: rasterio.io.DatasetReader, key: str) -> dict:
     """A JSON legend tag keyed by class id: lulc-infer keeps it on band 1 (the class band); maps
     made by other tools may carry it on the dataset. Missing: an empty dict."""
     raw = src.tags(1).get(key) or src.tags().get(key)
@@ -45,11 +45,11 @@ def _legend_tag(src, key: str) -> dict:
     return legend
 
 
-def _class_names(src) -> dict[int, str] | None:
+def _class_names(src: rasterio.io.DatasetReader) -> dict[int, str] | None:
     return {k: str(v) for k, v in _legend_tag(src, "CLASS_NAMES").items()} or None
 
 
-def shared_classes(a, b) -> dict[int, str]:
+def shared_classes(a: rasterio.io.DatasetReader, b: rasterio.io.DatasetReader) -> dict[int, str]:
     """The classes both maps use, pixel value -> name in value order; different lists make
     from-to codes meaningless."""
     names_a, names_b = _class_names(a), _class_names(b)
@@ -65,7 +65,7 @@ def shared_classes(a, b) -> dict[int, str]:
     return {v: names_a[v] for v in sorted(names_a)}
 
 
-def _check_grids(a, b) -> None:
+def _check_grids(a: rasterio.io.DatasetReader, b: rasterio.io.DatasetReader) -> None:
     if (a.crs, a.transform, a.shape) != (b.crs, b.transform, b.shape):
         raise InputRasterError(f"{Path(a.name).name} and {Path(b.name).name} are not on the same grid "
                                "(CRS, transform, size); classify both on one grid")

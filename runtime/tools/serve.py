@@ -28,6 +28,7 @@ from functools import partial
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import click
@@ -75,7 +76,7 @@ class DemoHandler(SimpleHTTPRequestHandler):
             return False
         return True
 
-    def send_head(self):
+    def send_head(self) -> io.BytesIO | BinaryIO | None:
         try:
             path = unquote(urlsplit(self.path).path)
         except ValueError:  # e.g. an unbalanced "[" in an absolute-form URL
@@ -99,7 +100,7 @@ class DemoHandler(SimpleHTTPRequestHandler):
             self.send_error(HTTPStatus.BAD_REQUEST, "bad path")
             return None
 
-    def list_directory(self, path):
+    def list_directory(self, path: str | os.PathLike[str]) -> None:
         self.send_error(HTTPStatus.NOT_FOUND, "no directory listings")
         return None
 
@@ -144,7 +145,7 @@ class DemoServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def handle_error(self, request, client_address) -> None:
+    def handle_error(self, request: object, client_address: Any) -> None:
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, TimeoutError)):  # the browser went away
             logger.debug("%s: %s", client_address[0], exc)
@@ -242,7 +243,7 @@ def server_url(server: ThreadingHTTPServer) -> str:
                    "when it is a GeoTIFF with the model's band count).")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port on 127.0.0.1 (0: any free port).")
 @handle_errors
-def serve(bundle, sample, port):
+def serve(bundle: str, sample: str | None, port: int) -> None:
     """Serve the browser demo for BUNDLE on 127.0.0.1 and print its URL (inference runs in the page)."""
     server = make_server(bundle, sample, port=port)
     click.echo(f"lulc demo: {server_url(server)}  (Ctrl+C to stop)")

@@ -21,7 +21,8 @@ def _names(value: str | None) -> list[str] | None:
 @click.option("--nodata", type=float, default=None, help="Nodata value for masked pixels (default: the inputs').")
 @click.option("--overwrite", is_flag=True, help="Replace an existing stack folder.")
 @handle_errors
-def stack(inputs, output, bands, mask_band, mask_valid, align, nodata, overwrite):
+def stack(inputs: tuple[str, ...], output: str, bands: str | None, mask_band: str | None, mask_valid: str, align: bool,
+          nodata: float | None, overwrite: bool) -> None:
     """Stack dated rasters (files or per-date folders of band files, or one folder of them) into
     one VRT per band over time and a date-major stack.vrt for `lulc train` and `lulc-infer`."""
     from lulc.runtime.tools.timestack import build_stack
@@ -39,7 +40,7 @@ def stack(inputs, output, bands, mask_band, mask_valid, align, nodata, overwrite
 @click.option("--table", type=click.Path(), default=None, help="CSV of hectares per transition (default: OUTPUT with .csv).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @handle_errors
-def change(map_a, map_b, output, table, overwrite):
+def change(map_a: str, map_b: str, output: str, table: str | None, overwrite: bool) -> None:
     """From-to change between class maps MAP_A (before) and MAP_B (after) of the same class list."""
     from lulc.runtime.tools.change import detect_change
 

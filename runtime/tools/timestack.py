@@ -160,7 +160,7 @@ def _masked_date(item: DatedItem, bands: list[str], mask_band: str | None, valid
             h.close()
 
 
-def _read_on_grid(src, band: int, win: Window, grid: tuple, same: bool, is_mask: bool) -> np.ndarray:
+def _read_on_grid(src: rasterio.io.DatasetReader, band: int, win: Window, grid: tuple, same: bool, is_mask: bool) -> np.ndarray:
     if same:
         return src.read(band, window=win)
     crs, transform, width, _ = grid
