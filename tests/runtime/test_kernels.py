@@ -107,3 +107,22 @@ def test_warm_up_loads_the_signatures_a_run_uses(trained_bundle, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     before, after = proc.stdout.strip().splitlines()[-1].split("] [")
     assert before.strip("[") == after.strip("]") == "1, 1, 1, 1, 1"
+
+
+def test_a_cold_cache_compiles_the_write_side_in_a_second_process(tmp_path, monkeypatch):
+    """First run after install: another process compiles blend/finalize/mode into the cache
+    while this one compiles mask/pack, and this one then loads those from the cache."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    code = """
+        from lulc.runtime.kernels import cpu
+        cold = cpu._cache_is_cold()
+        cpu.warm_up()
+        loaded = [sum(k.stats.cache_hits.values()) for k in (cpu.blend_accumulate, cpu.finalize, cpu.mode_2x2)]
+        compiled = [sum(k.stats.cache_misses.values()) for k in (cpu.mask_nodata, cpu.pack_tiles)]
+        print(cold, cpu._cache_is_cold(), loaded, compiled)
+        """
+    proc = run_without_tensorflow(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[-2] == "True False [1, 1, 1] [1, 1]"
+    names = {p.name.split("-")[0] for p in tmp_path.rglob("*.nbi")}
+    assert {f"cpu.{k}" for k in ("mask_nodata", "pack_tiles", "blend_accumulate", "finalize", "mode_2x2")} <= names
