@@ -7,10 +7,11 @@ same blending order), and writes its rows as a GeoTIFF *part* in a hidden folder
 output, renamed into place only when complete. Workers need not share memory, only a path
 to the input and to that folder (a shared file system, or a GDAL URL for the input).
 
-Why parts and not a distributed COG writer: the COG is written after the model, from the
-parts copied strip by strip into the same partial map a single-process run fills, so the
-class band, colour table, names, probability bands and mode overviews come from one code
-path; a finished part survives a lost worker or a Ctrl-C, so a rerun redoes only the rest.
+Why parts and not a distributed COG writer: the COG is written after the model by the same
+code as a single-process run's (mode overviews, compression), from a VRT that stacks the
+parts without copying them, and each part carries the class band's colour table, names and
+the probability bands as a single-process partial map does; a finished part survives a lost
+worker or a Ctrl-C, so a rerun redoes only the rest.
 
 Each worker process loads the bundle and opens its model once (a cache keyed by the
 bundle's checksum); sessions and datasets are never pickled. A worker runs one lulc task
@@ -34,14 +35,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import rasterio
+from rasterio.errors import RasterioError
 from tqdm.auto import tqdm
 
 from lulc.runtime.backends import Session, prepare
 from lulc.runtime.core.bundle import Bundle
-from lulc.runtime.core.errors import BackendUnavailable, InputRasterError, Interrupted
+from lulc.runtime.core.errors import BackendUnavailable, InputRasterError, Interrupted, LulcError, OutputError
 from lulc.runtime.io.outputs import temp_path
 from lulc.runtime.io.rasters import input_nodata, open_input
-from lulc.runtime.io.writer import PartialMap, PartMap, map_tags
+from lulc.runtime.io.vrt import stack_rows
+from lulc.runtime.io.writer import PartMap, map_tags, write_cog
 from lulc.runtime.pipeline import BlockRunner, stream_blocks
 from lulc.runtime.tiling import TileGrid, make_grid
 
@@ -212,7 +215,8 @@ def run_parts(bundle: Bundle, source: str | os.PathLike, final: Path, opts: Infe
             raise
     figures.update(workers=workers, parts=len(plan))
     if figures["tiles_run"] or figures["resumed"]:  # else all nodata: the caller says so
-        assemble(final, src, bundle, opts, paths, plan, grid, figures["backend"])
+        smooth = opts.probabilities or opts.confidence
+        assemble(final, src, paths, [grid.block(r0, 0).y0 for r0, _ in plan], smooth)
     shutil.rmtree(parts, ignore_errors=True)
     return figures
 
@@ -256,16 +260,15 @@ def _gather(client: Client, futures: list, progress: bool) -> dict:
     return figures
 
 
-def assemble(final: Path, src: rasterio.io.DatasetReader, bundle: Bundle, opts: InferOptions, paths: list[Path],
-             plan: list[tuple[int, int]], grid: TileGrid, backend: str) -> None:
-    """Copy the parts, strip by strip, into the partial map of ``final`` and write the COG."""
-    partial = PartialMap(final, src, bundle.manifest.map_classes, opts.probabilities, opts.confidence,
-                         map_tags(bundle, backend))
-    partial.create()
+def assemble(final: Path, src: rasterio.io.DatasetReader, paths: list[Path], tops: list[int], smooth: bool) -> None:
+    """Write the COG of ``final`` straight from a VRT that stacks the parts (no copy)."""
+    mosaic = temp_path(final, "parts.vrt")
     try:
-        for path, (r0, _) in zip(paths, plan):
-            partial.copy_part(path, grid.block(r0, 0).y0)
-        partial.finish()
-    except BaseException:
-        partial.discard()
-        raise
+        stack_rows(list(zip(paths, tops)), src.width, src.height, src.transform, mosaic)
+        write_cog(mosaic, final, smooth)
+    except (RasterioError, OSError) as exc:
+        if isinstance(exc, LulcError):
+            raise
+        raise OutputError(f"cannot write {final}: {exc}") from exc
+    finally:
+        mosaic.unlink(missing_ok=True)

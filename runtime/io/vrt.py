@@ -22,20 +22,25 @@ def _text(parent: ET.Element, tag: str, text: str, **attrs: str) -> ET.Element:
     return element
 
 
+def _source_file(source: ET.Element, path: Path, folder: Path) -> None:
+    """The source's file name: relative to the VRT where it lies below it (the pair can move
+    together, e.g. a stack renamed into place), else absolute."""
+    try:
+        _text(source, "SourceFilename", path.resolve().relative_to(folder.resolve()).as_posix(), relativeToVRT="1")
+    except ValueError:
+        _text(source, "SourceFilename", path.resolve().as_posix(), relativeToVRT="0")
+
+
 def _band(root: ET.Element, index: int, dtype: str, description: str, nodata: float | None, source: Path,
           band: int, folder: Path, source_nodata: float | None) -> None:
     """One band reading ``band`` of ``source``; with ``source_nodata`` the source's pixels of
     that value are left out (a ComplexSource), so they read as the band's own ``nodata``."""
-    try:
-        name, relative = source.resolve().relative_to(folder.resolve()).as_posix(), "1"
-    except ValueError:
-        name, relative = source.resolve().as_posix(), "0"
     element = ET.SubElement(root, "VRTRasterBand", dataType=_VRT_TYPES[dtype], band=str(index))
     _text(element, "Description", description)
     if nodata is not None:
         _text(element, "NoDataValue", repr(nodata))
     src = ET.SubElement(element, "SimpleSource" if source_nodata is None else "ComplexSource")
-    _text(src, "SourceFilename", name, relativeToVRT=relative)
+    _source_file(src, source, folder)
     _text(src, "SourceBand", str(band))
     if source_nodata is not None:
         _text(src, "NODATA", repr(source_nodata))
@@ -70,5 +75,31 @@ def with_overviews(base: Path, levels: list[Path], vrt: Path) -> Path:
             overview = ET.SubElement(band, "Overview")
             _text(overview, "SourceFilename", level.name, relativeToVRT="1")
             _text(overview, "SourceBand", band.get("band", "1"))
+    tree.write(vrt)
+    return vrt
+
+
+def stack_rows(parts: list[tuple[Path, int]], width: int, height: int, transform: object, vrt: Path) -> Path:
+    """A VRT of ``height`` rows made of ``parts`` ((file, first row) each, full width, in
+    order): bands, colours, names and tags are the first part's, copied by GDAL."""
+    rio_copy(str(parts[0][0]), str(vrt), driver="VRT")
+    tree = ET.parse(vrt)
+    root = tree.getroot()
+    root.set("rasterXSize", str(width))
+    root.set("rasterYSize", str(height))
+    geo = root.find("GeoTransform")
+    if geo is not None:
+        geo.text = ", ".join(repr(v) for v in transform.to_gdal())  # type: ignore[attr-defined]
+    bounds = [*[top for _, top in parts[1:]], height]
+    for band in root.iter("VRTRasterBand"):
+        for old in [e for e in band if e.tag.endswith("Source")]:
+            band.remove(old)
+        for (path, top), bottom in zip(parts, bounds):
+            rows = str(bottom - top)
+            source = ET.SubElement(band, "SimpleSource")
+            _source_file(source, path, vrt.parent)
+            _text(source, "SourceBand", band.get("band", "1"))
+            ET.SubElement(source, "SrcRect", xOff="0", yOff="0", xSize=str(width), ySize=rows)
+            ET.SubElement(source, "DstRect", xOff="0", yOff=str(top), xSize=str(width), ySize=rows)
     tree.write(vrt)
     return vrt

@@ -102,15 +102,6 @@ class PartialMap:
         crc, self.row_crc = self.row_crc, 0
         return crc
 
-    def copy_part(self, part: Path, top: int, strip_rows: int = 512) -> None:
-        """Copy a finished :class:`PartMap` (raster rows from ``top``) in, strip by strip."""
-        dst = self._open()
-        with rasterio.open(part) as src:
-            for y in range(0, src.height, strip_rows):
-                h = min(strip_rows, src.height - y)
-                data = src.read(window=Window(0, y, src.width, h))
-                _output_call(self.final, dst.write, data, window=Window(0, top + y, src.width, h))
-
     def close(self) -> None:
         if self.dst is not None and not self.dst.closed:
             self.dst.close()
@@ -118,7 +109,7 @@ class PartialMap:
     def finish(self) -> None:
         """Close, convert into the COG at the final path (atomically) and drop the partial map."""
         _output_call(self.final, self.close)
-        _output_call(self.final, _to_cog, self.path, self.final, smooth=len(self.names) > 1)
+        _output_call(self.final, write_cog, self.path, self.final, smooth=len(self.names) > 1)
         self.path.unlink(missing_ok=True)
 
     def discard(self) -> None:
@@ -145,8 +136,9 @@ class PartMap(PartialMap):
         super().__init__(part, profile_src, classes, probabilities, confidence, tags)
         self.path = temp_path(part, f"{os.getpid()}.partial.tif")  # one per attempt: a retried task never collides
         self.top = top
-        self.profile.update(height=bottom - top, transform=profile_src.transform * Affine.translation(0, top),
-                            compress="DEFLATE", ZLEVEL=1)
+        # uncompressed like the single-process partial map: the COG step reads each part twice
+        # (overview levels, then the copy), and the parts live only until then
+        self.profile.update(height=bottom - top, transform=profile_src.transform * Affine.translation(0, top))
 
     def write_block(self, window: Window, bands: list[np.ndarray]) -> None:
         if window.row_off >= self.top:
@@ -200,7 +192,7 @@ def _describe(dst: rasterio.io.DatasetWriter, classes: list[ClassInfo], names: l
             dst.update_tags(i, SCALE=f"1/{PROB_SCALE}", NODATA=str(NODATA_CLASS))
 
 
-def _to_cog(work: Path, final: Path, smooth: bool) -> None:
+def write_cog(work: Path, final: Path, smooth: bool) -> None:
     """Compress into a Cloud-Optimised GeoTIFF next to ``final``, then rename into place.
 
     Overviews are the mode of each 2 x 2 cell (:mod:`lulc.runtime.io.overviews`). Horizontal
