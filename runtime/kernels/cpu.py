@@ -225,7 +225,10 @@ def warm_up() -> None:
     beside = None
     if _cache_is_cold():
         code = "from lulc.runtime.kernels.cpu import _warm_write_side; _warm_write_side()"
-        beside = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            beside = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:  # no interpreter to start (an embedded or frozen Python): compile all here
+            beside = None
     _warm_read_side()
     if beside is not None:
         beside.wait()
