@@ -38,14 +38,14 @@ import rasterio
 from rasterio.errors import RasterioError
 from tqdm.auto import tqdm
 
-from lulc.runtime.backends import Session, prepare
+from lulc.runtime.backends import prepare
 from lulc.runtime.core.bundle import Bundle
-from lulc.runtime.core.errors import BackendUnavailable, InputRasterError, Interrupted, LulcError, OutputError
+from lulc.runtime.core.errors import BackendUnavailable, Interrupted, LulcError, OutputError, SettingError
 from lulc.runtime.io.outputs import temp_path
-from lulc.runtime.io.rasters import input_nodata, open_input
+from lulc.runtime.io.rasters import open_input
 from lulc.runtime.io.vrt import stack_rows
 from lulc.runtime.io.writer import PartMap, map_tags, write_cog
-from lulc.runtime.pipeline import BlockRunner, stream_blocks
+from lulc.runtime.pipeline import block_runner, stream_blocks
 from lulc.runtime.tiling import TileGrid, make_grid
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int]
 
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GTIFF_DIRECT_IO=True), \
                 open_input(source, m.input, band_names=opts.band_names, normalization=m.normalization) as src:
-            grid, runner = _runner(bundle, session, src, opts, tile_geometry(m, opts, src.height, src.width))
+            grid, runner = block_runner(bundle, session, src, opts, tile_geometry(m, opts, src.height, src.width))
             r0, r1 = rows
             first = grid.block(r0, 0)
             last = grid.block(r1 - 1, 0)
@@ -176,16 +176,6 @@ def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int]
             "session": (session.name, session.device, session.precision)}
 
 
-def _runner(bundle: Bundle, session: Session, src: rasterio.io.DatasetReader, opts: InferOptions,
-            geometry: tuple[int, int]) -> tuple[TileGrid, BlockRunner]:
-    size, overlap = geometry
-    grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
-    if overlap > grid.block_span:
-        raise InputRasterError(f"--block-px {opts.block_px} is smaller than the tile overlap {overlap}; "
-                               "use a larger --block-px with --dask")
-    return grid, BlockRunner(bundle, session, grid, opts, input_nodata(src, bundle.manifest.input), src.count)
-
-
 def run_parts(bundle: Bundle, source: str | os.PathLike, final: Path, opts: InferOptions, key: dict,
               src: rasterio.io.DatasetReader, geometry: tuple[int, int]) -> dict:
     """Classify ``source`` on the cluster at ``opts.dask`` and assemble the parts into the
@@ -193,6 +183,8 @@ def run_parts(bundle: Bundle, source: str | os.PathLike, final: Path, opts: Infe
     parts = temp_path(final, "parts")
     size, overlap = geometry
     grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
+    if overlap > grid.block_span:  # the halo of one block row would not hold a part's spill
+        raise SettingError("--block-px", f"{opts.block_px} is smaller than the tile overlap {overlap}; use a larger one with --dask")
     assert opts.dask is not None  # the caller runs here only with --dask
     with dask_client(opts.dask) as client:
         _reuse_or_reset(parts, key)

@@ -30,12 +30,12 @@ from lulc.runtime.io.bandstack import write_band_stack
 from lulc.runtime.io.outputs import check_outputs, locked_all, temp_path
 from lulc.runtime.io.qgis import sidecar_paths, write_sidecars
 from lulc.runtime.io.quicklook import write_quicklook
-from lulc.runtime.io.rasters import input_nodata, open_input
+from lulc.runtime.io.rasters import open_input
 from lulc.runtime.io.resume import ResumeState
 from lulc.runtime.io.writer import PartialMap, map_tags
 from lulc.runtime.kernels import cpu as kernels
-from lulc.runtime.pipeline import BlockRunner, block_window, stream_blocks
-from lulc.runtime.tiling import TileGrid, make_grid
+from lulc.runtime.pipeline import BlockRunner, block_runner, block_window, stream_blocks
+from lulc.runtime.tiling import TileGrid
 
 logger = logging.getLogger(__name__)
 
@@ -176,13 +176,8 @@ def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, final: Path, opts:
     m = bundle.manifest
     t0 = time.perf_counter()
     threading.Thread(target=kernels.warm_up, name="lulc-warm-up", daemon=True).start()
-    size, overlap = geometry
     session = prepare(bundle, opts.backend, opts.device, opts.precision, cores=opts.cores)
-    grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
-    try:
-        runner = BlockRunner(bundle, session, grid, opts, input_nodata(src, m.input), src.count)
-    except MemoryError:
-        raise InputRasterError(f"--tile {size} needs more memory than this machine has; use a smaller --tile") from None
+    grid, runner = block_runner(bundle, session, src, opts, geometry)
     resume = ResumeState(final, key)
     partial = PartialMap(final, src, m.map_classes, opts.probabilities, opts.confidence, map_tags(bundle, session.name))
     rows_done = _restore(runner, grid, resume, partial) if opts.resume else 0

@@ -20,12 +20,12 @@ from rasterio.windows import Window
 
 from lulc.runtime.backends import Session, run_all
 from lulc.runtime.core.bundle import Bundle
-from lulc.runtime.core.errors import BundleError
+from lulc.runtime.core.errors import BundleError, InputRasterError
 from lulc.runtime.indices import fill_indices, index_bands
 from lulc.runtime.io.mapformat import NODATA_CLASS
-from lulc.runtime.io.rasters import read_padded
+from lulc.runtime.io.rasters import input_nodata, read_padded
 from lulc.runtime.kernels import block_ops
-from lulc.runtime.tiling import Block, TileGrid, blend_weights
+from lulc.runtime.tiling import Block, TileGrid, blend_weights, make_grid
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -190,6 +190,18 @@ class BlockRunner:
         if want_c:
             bands.append(arrays.to_host(conf))
         return bands
+
+
+def block_runner(bundle: Bundle, session: Session, src: rasterio.io.DatasetReader, opts: InferOptions,
+                 geometry: tuple[int, int]) -> tuple[TileGrid, BlockRunner]:
+    """The raster's global tile grid for ``geometry`` (tile, overlap) and a runner over it; a
+    tile whose buffers do not fit in memory is one line."""
+    size, overlap = geometry
+    grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
+    try:
+        return grid, BlockRunner(bundle, session, grid, opts, input_nodata(src, bundle.manifest.input), src.count)
+    except MemoryError:
+        raise InputRasterError(f"--tile {size} needs more memory than this machine has; use a smaller --tile") from None
 
 
 def stream_blocks(runner: BlockRunner, src: rasterio.io.DatasetReader, partial: BlockSink, blocks: list[Block],
