@@ -17,22 +17,26 @@ TARGETS = ("onnx", "trt", "tfjs")
 @click.option("--int8", is_flag=True,
               help="Also write model.int8.onnx: calibrated on the training split, gated on the test split "
                    "(re-read from the training inputs recorded in the bundle).")
+@click.option("--scene-stride", "strides", type=click.IntRange(1), multiple=True, metavar="N",
+              help="Scene bundles: also write model.strideN.onnx, a class per N px cell for `lulc-infer "
+                   "--scene-stride N` (repeatable; gated against the model run window by window).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True,
               help="TensorRT engine precision (int8: built from model.int8.onnx, see --int8).")
 @click.option("--max-batch", type=click.IntRange(1), default=8, show_default=True,
               help="Largest batch the TensorRT engine accepts (match lulc-infer --batch-size).")
 @handle_errors
-def export(bundle, target, opset, fp16, int8, precision, max_batch):
+def export(bundle, target, opset, fp16, int8, strides, precision, max_batch):
     """Export the Keras model of BUNDLE, verified against Keras before it is written."""
     from lulc.runtime.core.bundle import Bundle
     from lulc.runtime.core.errors import BackendUnavailable
 
-    if int8 and target not in ("onnx", "all"):
-        raise click.UsageError("--int8 writes an ONNX model: use it with --target onnx or all")
+    for flag, used in (("--int8", int8), ("--scene-stride", strides)):
+        if used and target not in ("onnx", "all"):
+            raise click.UsageError(f"{flag} writes an ONNX model: use it with --target onnx or all")
     b = Bundle.load(bundle)
     for name in TARGETS if target == "all" else (target,):
         try:
-            results = _run_target(b, name, opset, fp16, int8, precision, max_batch)
+            results = _run_target(b, name, opset, fp16, int8, strides, precision, max_batch)
         except BackendUnavailable as exc:
             if target != "all" or name != "trt":
                 raise
@@ -45,15 +49,24 @@ def export(bundle, target, opset, fp16, int8, precision, max_batch):
                        f"{fig['argmax_agreement']:.4%}{accuracy} -> {b.root / b.manifest.artifacts[artifact].path}")
 
 
-def _run_target(b, name: str, opset: int, fp16: bool, int8: bool, precision: str, max_batch: int) -> dict[str, dict]:
+def _run_target(b, name: str, opset: int, fp16: bool, int8: bool, strides: tuple[int, ...], precision: str,
+                max_batch: int) -> dict[str, dict]:
     if name == "onnx":
         from lulc.export.onnx import export_onnx
 
+        if strides:  # before the slow export, not after it
+            from lulc.export.scene_stride import check_scene_bundle
+
+            check_scene_bundle(b)
         results = export_onnx(b, opset=opset, fp16=fp16)
         if int8:
             from lulc.export.int8 import export_int8
 
             results.update(export_int8(b))
+        for stride in strides:
+            from lulc.export.scene_stride import export_scene_stride
+
+            results.update(export_scene_stride(b, stride, opset=opset))
         return results
     if name == "tfjs":
         from lulc.export.tfjs import export_tfjs

@@ -1,0 +1,266 @@
+"""A scene bundle's patch classifier at every N px in one pass (``lulc-infer --scene-stride N``).
+
+The scene head (``training/models/scene_head.py``) pools the backbone over patch-sized
+cells, so on a tile it classifies one cell per patch. For a class per N-px cell the
+patch window has to slide by N px, and the backbone's own strides (2 per pooling) stand
+in the way below N. The OverFeat / à-trous answer, done here without touching a layer:
+at each downsampling layer that would take the stride past N, the layer runs on every
+phase of its input (the input shifted by 0..s-1 px in y and x) and the phases are stacked
+in the batch axis. Every later layer runs unchanged on that batch, so padding, pooling
+and weights are exactly the trained ones; the patch-sized average pool then slides by
+one feature px, the dense head acts per position (a 1 x 1 convolution), and the phases
+are interleaved back into the N-px grid. Cell ``k`` gets the window that starts at
+``k*N - shift``, the most centred the N-px grid allows, and its class is repeated over the
+cell's N x N px so the output is shaped like a segmenter's.
+
+Each output equals the trained model run on that window with its context (what the
+runtime computes today for stride = patch): the window's features see real neighbours
+wherever ``context`` px around the cell lie inside the tile; ``context_px`` bounds that.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lulc.export.onnx import FP16_AGREEMENT, FP32_TOLERANCE, OPSET, convert, run_onnx, simplify_if_faithful
+from lulc.export.parity import keras_reference, predict, staging, verify_and_record
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import LulcError, SettingError
+
+
+@dataclass(frozen=True)
+class SceneGeometry:
+    """Where the windows sit for one stride: all in input px."""
+
+    patch: int  # window size, the trained patch
+    backbone_stride: int
+    stride: int  # N: one class per N x N px cell
+    shift: int  # window of cell k starts at k*N - shift
+    receptive: int  # the backbone's receptive-field span beyond one px (a bound: branches add up)
+
+    @property
+    def context_px(self) -> int:
+        """Px a cell must lie from the tile edge for its window and the window's receptive
+        field to be inside the tile; closer cells see the tile's zero padding."""
+        return self.patch + self.receptive
+
+    def window_start(self, cell: int) -> int:
+        return cell * self.stride - self.shift
+
+
+def _strides(layer) -> int:
+    strides = getattr(layer, "strides", None)
+    if strides is None:
+        return 1
+    strides = tuple(np.atleast_1d(strides))
+    if len(set(strides)) != 1:
+        raise LulcError(f"--scene-stride needs square strides; layer {layer.name} has {strides}")
+    return int(strides[0])
+
+
+def _kernel(layer) -> int:
+    size = getattr(layer, "kernel_size", None) or getattr(layer, "pool_size", None) or (1,)
+    return int(np.atleast_1d(size)[0])
+
+
+def _backbone(model):
+    """The part of the scene model before its head (the head's layer names are fixed)."""
+    import keras
+
+    first = "cell_pool" if "cell_pool" in [layer.name for layer in model.layers] else "cell_dense"
+    return keras.Model(model.inputs, model.get_layer(first).input)
+
+
+@dataclass(frozen=True)
+class _State:
+    """What a tensor of the rewritten backbone is, relative to the input."""
+
+    folds: tuple[int, ...] = ()  # strides whose phases are stacked in the batch axis
+    real: int = 1  # stride each phase image still has
+    receptive: int = 0  # receptive-field span beyond one px, along the longest path
+
+
+class _Folder:
+    """Runs a functional graph, stacking the phases of each downsampling layer past ``stride``
+    in the batch axis, and follows every tensor's :class:`_State`."""
+
+    def __init__(self, stride: int):
+        self.stride = stride
+        self.states: dict[int, tuple[_State, Any]] = {}  # id(tensor) -> state, tensor (keeps ids unique)
+
+    def state(self, tensors) -> _State:
+        states = [self.states[id(t)][0] if id(t) in self.states else _State() for t in tensors]
+        if len({(st.folds, st.real) for st in states}) != 1:
+            raise LulcError("--scene-stride: branches of this backbone join at different strides")
+        return max(states, key=lambda st: st.receptive)
+
+    def run(self, model, x):
+        return model._run_through_graph([x], operation_fn=self.wrap)
+
+    def wrap(self, op):
+        import keras
+
+        def call(*args, **kwargs):
+            if hasattr(op, "_run_through_graph"):  # a nested model: walk its layers too
+                return self.run(op, args[0])
+            state = self.state([t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)])
+            s = _strides(op)
+            down = state.real * int(np.prod(state.folds))
+            receptive = state.receptive + (_kernel(op) - 1) * down
+            if s > 1 and state.real * s > self.stride:
+                args = (_phases(args[0], s), *args[1:])
+                state = _State((*state.folds, s), state.real, receptive)
+            else:
+                state = _State(state.folds, state.real * s, receptive)
+            kwargs.pop("training", None)
+            out = op(*args, **kwargs)
+            for t in keras.tree.flatten(out):
+                self.states[id(t)] = (state, t)
+            return out
+
+        return call
+
+
+def _phases(x, s: int):
+    """The s*s shifts of ``x`` (zero-filled at the far edge, same size) stacked in the batch
+    axis, phase (dy, dx) = dy*s + dx outermost."""
+    from keras import ops
+
+    shifted = []
+    for dy in range(s):
+        for dx in range(s):
+            part = x[:, dy:, dx:, :]
+            shifted.append(ops.pad(part, [[0, 0], [0, dy], [0, dx], [0, 0]]) if dy or dx else part)
+    return ops.concatenate(shifted, axis=0)
+
+
+def _interleave(x, folds: tuple[int, ...]):
+    """Undo the folding: (prod(s*s) * B, h, w, K) -> (B, h * prod(s), w * prod(s), K)."""
+    from keras import ops
+
+    if not folds:
+        return x
+    shape = ops.shape(x)
+    n = len(folds)
+    # batch axis is (dy_n, dx_n, ..., dy_1, dx_1, b): the last fold is outermost
+    split = [s for f in reversed(folds) for s in (f, f)]
+    x = ops.reshape(x, (*split, -1, shape[1], shape[2], shape[3]))
+    # a position y = ((j * s_n + dy_n) * s_{n-1} + dy_{n-1}) ... + dy_1: j, then dy_n first
+    b, j, i, k = 2 * n, 2 * n + 1, 2 * n + 2, 2 * n + 3
+    x = ops.transpose(x, (b, j, *range(0, 2 * n, 2), i, *range(1, 2 * n, 2), k))
+    total = int(np.prod(folds))
+    return ops.reshape(x, (-1, shape[1] * total, shape[2] * total, shape[3]))
+
+
+def _cells_layer():
+    """A layer (built on first use: keras is an export-time import) that interleaves the
+    phases and places each window on its cell; dynamic H/W need the traced shapes."""
+    import keras
+    from keras import ops
+
+    class WindowsToCells(keras.layers.Layer):
+        def __init__(self, folds: tuple[int, ...], geo: SceneGeometry, **kwargs):
+            super().__init__(**kwargs)
+            self.folds, self.geo = folds, geo
+
+        def call(self, x, bands):
+            geo, n = self.geo, self.geo.stride
+            x = _interleave(x, self.folds)
+            # cell k holds the window starting at k*N - shift; cut to the tile's H/N x W/N
+            before = geo.shift // n
+            after = max((geo.patch - max(geo.backbone_stride, n)) // n - before, 0)
+            x = ops.pad(x, [[0, 0], [before, after], [before, after], [0, 0]])
+            size = ops.shape(bands)
+            return x[:, : size[1] // n, : size[2] // n, :]
+
+    return WindowsToCells
+
+
+def strided_model(model, stride: int):
+    """The scene ``model`` rewritten to give one class per ``stride`` px, and where its windows
+    sit (see the module doc)."""
+    import keras
+    from keras import layers
+
+    patch = int(np.atleast_1d(model.get_layer("probs").size)[0])
+    inputs = keras.Input(model.input_shape[1:], name="bands")
+    folder = _Folder(stride)
+    features = folder.run(_backbone(model), inputs)
+    state = folder.state([features])
+    down = state.real * int(np.prod(state.folds))
+    if patch % stride or state.real != min(stride, down) or stride % state.real:
+        raise LulcError(f"--scene-stride {stride} does not fit this {model.name}: it must divide the patch "
+                        f"({patch} px) and be a power of 2 up to the backbone's stride {down}, or a multiple of it")
+    geo = SceneGeometry(patch, down, stride, stride * ((patch // stride - 1) // 2), state.receptive)
+    x = features
+    if "cell_pool" in [layer.name for layer in model.layers]:
+        x = layers.AveragePooling2D(patch // down, strides=max(stride // down, 1), name="window_pool")(x)
+    x = model.get_layer("cell_probs")(model.get_layer("cell_dense")(x))
+    x = _cells_layer()(state.folds, geo, name="window_cells")(x, inputs)
+    if stride > 1:
+        x = layers.UpSampling2D(stride, interpolation="nearest", name="cell_repeat")(x)
+    return keras.Model(inputs, x, name=f"{model.name}_stride{stride}"), geo
+
+
+#: the reference windows carry this much context at most (in patches): a DenseNet's receptive
+#: field spans ~2000 px, more than any tile, so beyond it the gate judges classes, not rounding
+MAX_CONTEXT_PATCHES = 8
+#: windows compared per export
+WINDOWS = 64
+
+
+def stride_artifact(stride: int) -> str:
+    """The manifest name of the stride-``stride`` model (``lulc-infer --scene-stride`` reads it)."""
+    return f"onnx-stride{stride}"
+
+
+def check_scene_bundle(bundle: Bundle) -> None:
+    m = bundle.manifest
+    if m.task != "scene":
+        raise SettingError("--scene-stride", f"is for scene bundles; {bundle.root} holds a {m.task} model ({m.architecture})")
+
+
+def export_scene_stride(bundle: Bundle, stride: int, opset: int = OPSET, seed: int = 0) -> dict[str, dict]:
+    """Write ``model.strideN.onnx``: the scene model at one class per ``stride`` px, gated on
+    windows of a mosaic of the bundle's sample patches against the trained model run on each
+    window (with its context) one by one, the seed's way."""
+    check_scene_bundle(bundle)
+    model, samples, _ = keras_reference(bundle)
+    strided, geo = strided_model(model, stride)
+    margin = min(-(-geo.receptive // geo.patch), MAX_CONTEXT_PATCHES) * geo.patch
+    canvas = mosaic(samples, 2 * margin + 4 * geo.patch)
+    starts = np.random.default_rng(seed).integers(0, 3 * geo.patch // stride + 1, (WINDOWS, 2)) * stride + margin
+    crops = np.stack([canvas[0, y - margin: y + geo.patch + margin, x - margin: x + geo.patch + margin]
+                      for y, x in starts])
+    reference = predict(model, crops)[:, margin, margin]
+
+    def windows(path: Path) -> np.ndarray:
+        probs = run_onnx(path, canvas)[0]
+        return np.stack([probs[y + geo.shift, x + geo.shift] for y, x in starts])
+
+    name = stride_artifact(stride)
+    truncated = margin < geo.receptive
+    details = {"opset": opset, "dynamic_axes": ["batch", "height", "width"], "precision": "fp32", "stride": stride,
+               "patch": geo.patch, "shift": geo.shift, "backbone_stride": geo.backbone_stride,
+               "receptive_px": geo.receptive, "context_px": geo.context_px, "reference_context_px": margin}
+    with staging(bundle.root / f".model.stride{stride}.onnx.partial") as staged:
+        convert(strided, staged, opset)
+        details["simplified"] = simplify_if_faithful(staged, canvas, predict(strided, canvas))
+        figures = verify_and_record(
+            bundle, name, staged, reference, windows, f"--scene-stride {stride}", fmt="onnx",
+            dest=f"model.stride{stride}.onnx", details=details,
+            max_abs_diff=None if truncated else FP32_TOLERANCE, min_agreement=FP16_AGREEMENT if truncated else None)
+    return {name: figures}
+
+
+def mosaic(samples: np.ndarray, side: int) -> np.ndarray:
+    """A (1, side, side, C) canvas of the sample patches side by side, cycled as needed: the
+    rewrite must be exact on any input, seams included."""
+    n, h, w, c = samples.shape
+    rows, cols = -(-side // h), -(-side // w)
+    order = np.arange(rows * cols) % n
+    grid = samples[order].reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+    return np.ascontiguousarray(grid[None, :side, :side])
