@@ -104,7 +104,7 @@ def case_limit(bundle_dir: str, raster: str, backend: str, precision: str, tile:
     m = bundle.manifest
     opts = InferOptions(backend=backend, precision=precision, tile=tile)
     with rasterio.open(raster) as src:
-        grid = make_grid(src.height, src.width, *tile_geometry(m, opts, src.height, src.width), opts.block_px)
+        grid = make_grid(src.height, src.width, *tile_geometry(bundle, opts, src.height, src.width), opts.block_px)
         total = sum(len(b.tile_ys) for b in grid.blocks())
         session = prepare(bundle, backend, precision=precision)
         runner = BlockRunner(bundle, session, grid, opts, input_nodata(src, m.input), src.count)

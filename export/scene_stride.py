@@ -27,6 +27,7 @@ import numpy as np
 
 from lulc.export.onnx import FP16_AGREEMENT, FP32_TOLERANCE, OPSET, convert, run_onnx, simplify_if_faithful
 from lulc.export.parity import keras_reference, predict, staging, verify_and_record
+from lulc.runtime.backends.scene_stride import stride_artifact
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import LulcError, SettingError
 
@@ -210,11 +211,6 @@ def strided_model(model, stride: int):
 MAX_CONTEXT_PATCHES = 8
 #: windows compared per export
 WINDOWS = 64
-
-
-def stride_artifact(stride: int) -> str:
-    """The manifest name of the stride-``stride`` model (``lulc-infer --scene-stride`` reads it)."""
-    return f"onnx-stride{stride}"
 
 
 def check_scene_bundle(bundle: Bundle) -> None:

@@ -119,6 +119,9 @@ RUN_OPTIONS = [
                  help="Where the model runs (auto: a GPU when the backend has one)."),
     click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True,
                  help="Model precision (auto: int8 on CPU where the bundle has it, the engine or fp16 on GPU, else fp32)."),
+    click.option("--scene-stride", type=click.IntRange(min=1), default=None, metavar="N",
+                 help="Scene bundles: one class per N px cell, down to 1, from the patch window around it "
+                      "(default: one per patch; needs `lulc export --target onnx --scene-stride N`)."),
     click.option("--tile", type=click.IntRange(min=1), default=None, help="Tile size in px (default: the bundle's)."),
     click.option("--overlap", type=click.IntRange(min=0), default=None, help="Tile overlap in px (default: the bundle's)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=None,

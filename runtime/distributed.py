@@ -139,7 +139,8 @@ def _worker_session(bundle_dir: str, opts: InferOptions) -> tuple[Bundle, Any]:
     bundle = Bundle.load(bundle_dir)
     key = (bundle_dir, bundle.fingerprint(), opts.backend, opts.device, opts.precision)
     if key not in _SESSIONS:
-        _SESSIONS[key] = (bundle, prepare(bundle, opts.backend, opts.device, opts.precision, cores=worker_threads()))
+        _SESSIONS[key] = (bundle, prepare(bundle, opts.backend, opts.device, opts.precision, cores=worker_threads(),
+                                                   scene_stride=opts.scene_stride))
     return _SESSIONS[key]
 
 
@@ -155,7 +156,7 @@ def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int]
 
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GTIFF_DIRECT_IO=True), \
                 open_input(source, m.input, band_names=opts.band_names, normalization=m.normalization) as src:
-            grid, runner = block_runner(bundle, session, src, opts, tile_geometry(m, opts, src.height, src.width))
+            grid, runner = block_runner(bundle, session, src, opts, tile_geometry(bundle, opts, src.height, src.width))
             r0, r1 = rows
             first = grid.block(r0, 0)
             last = grid.block(r1 - 1, 0)

@@ -23,9 +23,9 @@ import rasterio
 from tqdm.auto import tqdm
 
 from lulc.runtime.backends import prepare
+from lulc.runtime.backends.scene_stride import stride_model, stride_tiles
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import InputRasterError, Interrupted, SettingError
-from lulc.runtime.core.manifest import Manifest
 from lulc.runtime.io.bandstack import write_band_stack
 from lulc.runtime.io.outputs import check_outputs, locked_all, temp_path
 from lulc.runtime.io.qgis import sidecar_paths, write_sidecars
@@ -60,6 +60,7 @@ class InferOptions:
     band_names: str = "strict"  # strict | auto | ignore: how input band names must match the model's
     dask: str | None = None  # local, local:N or a scheduler address: classify on a Dask cluster
     cores: int | None = None  # CPU threads for the model (default: all this process may use)
+    scene_stride: int | None = None  # scene bundles: one class per N px cell (default: per patch)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class RunSummary:
     precision: str
     tiles_run: int
     tiles_skipped: int
+    scene_stride: int | None  # px per class cell of a --scene-stride run
     peak_rss_mb: float | None  # None where the OS does not report it (Windows)
 
 
@@ -118,17 +120,26 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike |
     return summary
 
 
-def tile_geometry(m: Manifest, opts: InferOptions, height: int, width: int) -> tuple[int, int]:
-    """(tile, overlap) for this raster: the bundle's unless overridden, and never larger than
-    the raster needs (one tile then covers it, so no overlap), which bounds the buffers."""
+def tile_geometry(bundle: Bundle, opts: InferOptions, height: int, width: int) -> tuple[int, int]:
+    """(tile, overlap) for this raster: the bundle's (or its stride model's) unless overridden,
+    and never larger than the raster needs (one tile then covers it, so no overlap), which
+    bounds the buffers."""
+    m = bundle.manifest
     size = opts.tile or m.tile.size
     overlap = m.tile.overlap if opts.overlap is None else opts.overlap
+    stride = stride_model(m, opts.scene_stride, bundle.root)
+    if stride and opts.overlap is None and size > 0:
+        size, overlap = stride_tiles(stride, size, overlap, m.tile.divisor, opts.tile is not None)
     if size < 1:
         raise SettingError("--tile", f"must be a positive number of px, got {size}")
     if size % m.tile.divisor:
         raise SettingError("--tile", f"{size} must be a multiple of {m.tile.divisor} for this {m.architecture}")
     if not 0 <= overlap < size:
         raise SettingError("--overlap", f"{overlap} must be between 0 and the tile size {size}")
+    cell = stride.stride if stride else m.tile.divisor if m.task == "scene" else 1
+    if overlap % cell:
+        raise SettingError("--overlap", f"{overlap} must be a multiple of this scene model's {cell} px class cells "
+                                        "(tiles then share the raster's cell grid)")
     if opts.batch_size is not None and opts.batch_size < 1:
         raise SettingError("--batch-size", f"must be at least 1, got {opts.batch_size}")
     whole = -(-max(height, width) // m.tile.divisor) * m.tile.divisor
@@ -147,9 +158,9 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, o
     # CPU time of a cached read; compressed files ignore the option).
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GTIFF_DIRECT_IO=True), \
             open_input(source, m.input, band_names=opts.band_names, normalization=m.normalization) as src:
-        geometry = tile_geometry(m, opts, src.height, src.width)
+        geometry = tile_geometry(bundle, opts, src.height, src.width)
         key = {"model": bundle.fingerprint(), "input": "+".join(str(Path(p).resolve()) for p in inputs),
-               "tile": geometry[0], "overlap": geometry[1], "block_px": opts.block_px,
+               "tile": geometry[0], "overlap": geometry[1], "block_px": opts.block_px, "scene_stride": opts.scene_stride,
                "probabilities": opts.probabilities, "confidence": opts.confidence}
         if opts.dask:
             from lulc.runtime.distributed import run_parts
@@ -164,7 +175,7 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, o
         pixels = src.width * src.height
     summary = RunSummary(", ".join(map(str, inputs)), str(final), pixels, round(seconds, 3), round(pixels / 1e6 / seconds, 3),
                          figures["backend"], figures["device"], figures["precision"], figures["tiles_run"],
-                         figures["tiles_skipped"], peak_rss_mb())
+                         figures["tiles_skipped"], opts.scene_stride, peak_rss_mb())
     logger.info("classified %s px in %.1f s (%.2f MPix/s) with %s at %s", pixels, seconds, summary.mpix_per_s,
                 summary.device, summary.precision)
     return summary
@@ -176,7 +187,7 @@ def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, final: Path, opts:
     m = bundle.manifest
     t0 = time.perf_counter()
     threading.Thread(target=kernels.warm_up, name="lulc-warm-up", daemon=True).start()
-    session = prepare(bundle, opts.backend, opts.device, opts.precision, cores=opts.cores)
+    session = prepare(bundle, opts.backend, opts.device, opts.precision, cores=opts.cores, scene_stride=opts.scene_stride)
     grid, runner = block_runner(bundle, session, src, opts, geometry)
     resume = ResumeState(final, key)
     partial = PartialMap(final, src, m.map_classes, opts.probabilities, opts.confidence, map_tags(bundle, session.name))

@@ -105,7 +105,7 @@ class BlockRunner:
                                     arrays.empty((n, size, size, bands), np.float32), arrays.empty(n, np.int64),
                                     arrays.zeros((self.k + 1, span, span), np.float32)))
         self.mean, self.inv_std = arrays.to_device(mean), arrays.to_device(inv_std)
-        self.weight = arrays.to_device(blend_weights(size, ov))
+        self.weight = arrays.to_device(blend_weights(size, ov, min(session.context_px, ov // 2)))
         self.pending = arrays.zeros((self.k + 1, ov, grid.width + span), np.float32)
         self.left = arrays.zeros((self.k + 1, span, ov), np.float32)
         self.tiles_run = 0

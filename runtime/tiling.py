@@ -23,18 +23,20 @@ def tile_origins(length: int, size: int, stride: int) -> np.ndarray:
     return np.arange(count, dtype=np.int64) * stride
 
 
-def blend_weights(size: int, overlap: int) -> np.ndarray:
+def blend_weights(size: int, overlap: int, margin: int = 0) -> np.ndarray:
     """Separable raised-cosine window: 1 in the tile centre, tapering across the overlap.
 
-    Never exactly 0, so a pixel covered by a single tile (raster edges) keeps its value.
+    The outer ``margin`` px (where the model saw the tile's padding; ``overlap >= 2 * margin``
+    puts them inside the neighbour's trusted part) weigh 1e-6, the ramp spans the rest of the
+    overlap. Never exactly 0, so a pixel covered by a single tile (raster edges) keeps its value.
     """
     ramp = np.ones(size, dtype=np.float64)
     if overlap > 0:
-        t = (np.arange(overlap) + 0.5) / overlap
-        edge = 0.5 - 0.5 * np.cos(np.pi * t)
+        span = overlap - margin
+        t = (np.arange(span) + 0.5) / span
+        edge = np.concatenate([np.full(margin, 1e-6), np.maximum(0.5 - 0.5 * np.cos(np.pi * t), 1e-3)])
         ramp[:overlap] = edge
         ramp[size - overlap :] = edge[::-1]
-    ramp = np.maximum(ramp, 1e-3)
     return np.outer(ramp, ramp).astype(np.float32)
 
 

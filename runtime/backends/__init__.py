@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from lulc.runtime.core.bundle import Bundle
-from lulc.runtime.core.errors import BackendUnavailable, BundleError
+from lulc.runtime.core.errors import BackendUnavailable, BundleError, SettingError
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ class Session:
     device_io: bool = False
     #: tiles per model call the session wants (None: the runtime's default for the tile size)
     batch_size: int | None = None
+    #: px from a tile edge within which the model sees the tile's zero padding instead of the
+    #: raster (a --scene-stride model's windows); the tile blend gives those px no weight
+    context_px: int = 0
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -53,7 +56,7 @@ def run_all(session: Session, batches: Iterable) -> Iterator:
 
 
 def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precision: str = "auto",
-            cores: int | None = None) -> Session:
+            cores: int | None = None, scene_stride: int | None = None) -> Session:
     """Open the bundle's model on ``backend`` and ``device`` (cpu, cuda or auto) at ``precision``.
 
     ``auto`` prefers a TensorRT engine built for this GPU, then ONNX on CUDA, then Keras on a
@@ -62,9 +65,11 @@ def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
     Which artefact runs at which precision is :func:`~lulc.runtime.backends.precision.choose_artifact`'s
     choice (int8 on CPU, the engine or fp16 on GPU, where the bundle has them); the session's
     ``precision`` says what ran. ``cores``: the CPU threads the model may use (default: all
-    this process may run on; a Dask worker gives its own share).
+    this process may run on; a Dask worker gives its own share). ``scene_stride``: a scene
+    bundle's model at one class per N px (its exported ONNX, fp32).
     """
     from lulc.runtime.backends.precision import PRECISIONS, choose_artifact
+    from lulc.runtime.backends.scene_stride import stride_model
 
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -72,6 +77,11 @@ def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
         raise BackendUnavailable(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if precision not in PRECISIONS:
         raise BackendUnavailable(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    stride = stride_model(bundle.manifest, scene_stride, bundle.root)
+    if stride:
+        if backend not in ("auto", "onnx") or precision not in ("auto", "fp32"):
+            raise SettingError("--scene-stride", f"models run on --backend onnx at fp32, not {backend} at {precision}")
+        backend = "onnx"
     if backend == "auto":
         backend = _auto(bundle, device, precision)
         logger.info("backend auto -> %s (device %s)", backend, device)
@@ -92,8 +102,9 @@ def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
         from lulc.runtime.backends import ort
 
         on_gpu = device != "cpu" and ort.CUDA in ort.available_providers()
-        session = ort.OrtSession(bundle, artifact=choose_artifact(bundle, precision, on_gpu, engine_usable=False),
-                                 device=device, cores=cores)
+        artifact = stride.artifact if stride else choose_artifact(bundle, precision, on_gpu, engine_usable=False)
+        session = ort.OrtSession(bundle, artifact=artifact, device=device, cores=cores)
+        session.context_px = stride.context_px if stride else 0
     logger.info("backend %s runs on %s at %s (device %s requested)", session.name, session.device, session.precision, device)
     return session
 

@@ -1,0 +1,181 @@
+"""``--scene-stride N``: a scene model at one class per N px, equal to the trained model run
+window by window (the CNN-Sentinel way), exported behind a gate and run by ``lulc-infer``."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from conftest import cli_fails, infer_fails, listing
+from lulc.export import scene_stride
+from lulc.runtime.cli import main
+from lulc.runtime.core.bundle import Bundle
+from lulc.runtime.core.errors import ParityError
+from lulc.runtime.io.mapformat import PROB_SCALE
+
+PATCH = 16
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def scene_bundle(scene, tmp_path_factory):
+    """A scene-cnn bundle (16 px patches, backbone stride 4) with stride-1 and stride-4 models."""
+    from lulc.training.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("stride") / "scene"
+    train(TrainConfig(image=str(scene["image"]), labels=str(scene["labels"]), classes=str(scene["classes"]),
+                      output=str(out), epochs=2, arch="scene-cnn", tile=PATCH, stride=8, split_block=32, depth=2,
+                      width=4, batch_size=8, infer_tile=64, infer_overlap=16, patch_rule="centre"))
+    result = cli("export", "--target", "onnx", "--scene-stride", 1, "--scene-stride", 4, out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def per_window(model, image: np.ndarray, pixels: list[tuple[int, int]], stride: int, context: int) -> np.ndarray:
+    """The seed's way, written out independently: for each pixel, the patch window most
+    centred on its N px cell, cut with ``context`` px around it and classified on its own."""
+    shift = stride * ((PATCH // stride - 1) // 2)
+    crops = []
+    for y, x in pixels:
+        wy, wx = y // stride * stride - shift, x // stride * stride - shift
+        crops.append(image[wy - context: wy + PATCH + context, wx - context: wx + PATCH + context])
+    probs = np.asarray(model(np.stack(crops), training=False))
+    return probs[:, context, context]
+
+
+def normalised(bundle: Bundle, path) -> np.ndarray:
+    m = bundle.manifest
+    with rasterio.open(path) as src:
+        bands = src.read().astype(np.float32)
+    mean, std = (np.asarray(v, np.float32)[:, None, None] for v in (m.normalization.mean, m.normalization.std))
+    return ((bands - mean) / std).transpose(1, 2, 0)
+
+
+@pytest.mark.parametrize("stride", [1, 4])
+def test_stride_map_equals_the_model_run_window_by_window(scene_bundle, scene, tmp_path, stride):
+    from lulc.runtime.backends.keras_backend import load_keras_model
+
+    out = tmp_path / "map.tif"
+    result = cli("infer", scene_bundle, scene["image"], "-o", out, "--scene-stride", stride, "--probabilities",
+                 "--no-progress")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out) as src:
+        classes, probs = src.read(1), src.read()[1:]
+    bundle = Bundle.load(scene_bundle)
+    image = normalised(bundle, scene["image"])
+    context = 2 * PATCH  # the scene-cnn's receptive field spans 9 px
+    rng = np.random.default_rng(0)
+    edge = context + PATCH
+    pixels = [(int(y), int(x)) for y, x in zip(rng.integers(edge, 128 - edge, 60), rng.integers(edge, 192 - edge, 60))]
+    expected = per_window(load_keras_model(bundle), image, pixels, stride, context)
+    got = np.stack([probs[:, y, x] for y, x in pixels]).astype(np.float32) / PROB_SCALE
+    assert np.abs(got - expected).max() <= 1 / PROB_SCALE  # the map's uint8 rounding
+    assert [classes[y, x] for y, x in pixels] == list(expected.argmax(1))
+    cells = classes[: 128 // stride * stride, : 192 // stride * stride].reshape(128 // stride, stride, 192 // stride, stride)
+    assert (cells == cells[:, :1, :, :1]).all()  # one class per N x N cell
+    if stride == 1:
+        assert len(np.unique(classes)) > 1
+
+
+def test_stride_of_one_patch_is_the_bundle_model(scene_bundle, scene, tmp_path):
+    maps = []
+    for extra in ([], ["--scene-stride", PATCH]):
+        out = tmp_path / f"map{len(maps)}.tif"
+        assert cli("infer", scene_bundle, scene["image"], "-o", out, "--no-progress", *extra).exit_code == 0
+        with rasterio.open(out) as src:
+            maps.append(src.read())
+    assert np.array_equal(*maps)
+
+
+def test_json_summary_records_the_stride(scene_bundle, scene, tmp_path):
+    result = cli("infer", scene_bundle, scene["image"], "-o", tmp_path / "m.tif", "--scene-stride", 4, "--json",
+                 "--no-progress")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert (summary["scene_stride"], summary["precision"], summary["backend"]) == (4, "fp32", "onnx")
+
+
+def test_stride_choices_that_cannot_run_are_one_line(scene_bundle, trained_bundle, scene, tmp_path):
+    image = scene["image"]
+    infer_fails(scene_bundle, image, "lulc export --target onnx --scene-stride 2", "--scene-stride", "2")
+    for extra in (["--precision", "int8"], ["--backend", "keras"]):
+        result = cli("infer", scene_bundle, image, "-o", tmp_path / "m.tif", "--scene-stride", 1, *extra)
+        assert result.exit_code == 2 and "--scene-stride" in result.output, result.output
+    result = cli("infer", trained_bundle, image, "-o", tmp_path / "m.tif", "--scene-stride", 1)
+    assert result.exit_code == 2 and "is for scene bundles" in result.output, result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_refuses_a_stride_the_backbone_cannot_reach(scene_bundle, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(scene_bundle, copy)
+    before = sorted(p.name for p in copy.iterdir())
+    cli_fails(["export", "--target", "onnx", "--scene-stride", 3, copy], "--scene-stride 3 does not fit")
+    assert sorted(p.name for p in copy.iterdir()) == before
+
+
+def test_gate_refuses_a_wrong_rewrite_and_writes_nothing(scene_bundle, tmp_path, monkeypatch):
+    copy = tmp_path / "bundle"
+    shutil.copytree(scene_bundle, copy)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    # phases stacked without their shift: every window then sits on the stride-4 grid
+    monkeypatch.setattr(scene_stride, "_phases", lambda x, s: __import__("keras").ops.concatenate([x] * s * s, axis=0))
+    with pytest.raises(ParityError, match="--scene-stride 1 export refused"):
+        scene_stride.export_scene_stride(Bundle.load(copy), 1)
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+
+
+def test_hostile_context_in_the_manifest_is_one_line(scene_bundle, scene, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(scene_bundle, copy)
+    manifest = json.loads((copy / "bundle.json").read_text())
+    manifest["artifacts"]["onnx-stride4"]["details"]["context_px"] = 10**9
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    infer_fails(copy, scene["image"], "re-export it", "--scene-stride", "4")
+
+
+def test_rewrite_is_exact_through_nested_padded_branching_backbones():
+    """A DenseNet-like backbone inside its own model: zero padding before a strided valid conv,
+    a concatenated branch, an average-pool transition. The rewrite never edits a layer, so it
+    is exact through all of them."""
+    import keras
+    from keras import layers
+
+    from lulc.training.models.scene_head import scene_model
+
+    inner_in = keras.Input((None, None, 3))
+    x = layers.Conv2D(6, 5, strides=2, padding="valid")(layers.ZeroPadding2D(2)(inner_in))
+    branch = layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    x = layers.Concatenate()([x, branch])
+    x = layers.AveragePooling2D(2)(layers.BatchNormalization()(x))
+    backbone = keras.Model(inner_in, x)
+    inputs = keras.Input((None, None, 3))
+    model = scene_model(inputs, backbone(inputs), PATCH, 4, 5, "nested")
+    rng = np.random.default_rng(1)
+    for layer in model.layers + backbone.layers:  # untrained weights are too uniform to tell windows apart
+        layer.set_weights([rng.normal(0, .2, w.shape) if w.ndim > 1 else np.abs(rng.normal(1, .5, w.shape))
+                           for w in layer.get_weights()])
+    image = rng.normal(size=(128, 128, 3)).astype(np.float32)
+    pixels = [(int(y), int(x)) for y, x in rng.integers(40, 56, (12, 2))]
+    for stride in (1, 2, 4, 8):
+        strided, geo = scene_stride.strided_model(model, stride)
+        assert geo.receptive < 2 * PATCH
+        probs = np.asarray(strided(image[None]))[0]
+        got = np.stack([probs[y, x] for y, x in pixels])
+        expected = per_window(model, image, pixels, stride, 2 * PATCH)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert not np.allclose(got, per_window(model, image, [(y + stride, x) for y, x in pixels], stride, 2 * PATCH),
+                               atol=1e-3)
+
+
+def test_a_stride_run_leaves_only_the_map_and_its_sidecars(scene_bundle, scene, tmp_path):
+    out = tmp_path / "map.tif"
+    assert cli("infer", scene_bundle, scene["image"], "-o", out, "--scene-stride", 1, "--no-progress").exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing(maps=("map.tif",))
