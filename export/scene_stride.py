@@ -19,6 +19,7 @@ wherever ``context`` px around the cell lie inside the tile; ``context_px`` boun
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,13 +112,13 @@ class _Folder:
             s = _strides(op)
             down = state.real * int(np.prod(state.folds))
             receptive = state.receptive + (_kernel(op) - 1) * down
+            kwargs.pop("training", None)
             if s > 1 and state.real * s > self.stride:
-                args = (_phases(args[0], s), *args[1:])
+                out = _at_every_phase(op, args[0], s)
                 state = _State((*state.folds, s), state.real, receptive)
             else:
+                out = op(*args, **kwargs)
                 state = _State(state.folds, state.real * s, receptive)
-            kwargs.pop("training", None)
-            out = op(*args, **kwargs)
             for t in keras.tree.flatten(out):
                 self.states[id(t)] = (state, t)
             return out
@@ -125,17 +126,20 @@ class _Folder:
         return call
 
 
-def _phases(x, s: int):
-    """The s*s shifts of ``x`` (zero-filled at the far edge, same size) stacked in the batch
-    axis, phase (dy, dx) = dy*s + dx outermost."""
-    from keras import ops
+def _at_every_phase(op, x, s: int):
+    """``op`` (stride ``s``) run at each of the s*s phases of ``x``, phases stacked in the batch
+    axis ((dy, dx) = dy*s + dx outermost): its stride-1 twin, padded the way ``op`` pads,
+    computes every phase at once, then each phase's samples are gathered."""
+    from keras import layers
 
-    shifted = []
-    for dy in range(s):
-        for dx in range(s):
-            part = x[:, dy:, dx:, :]
-            shifted.append(ops.pad(part, [[0, 0], [0, dy], [0, dx], [0, 0]]) if dy or dx else part)
-    return ops.concatenate(shifted, axis=0)
+    k = _kernel(op)
+    before = max(k - s, 0) // 2 if op.get_config().get("padding") == "same" else 0
+    padded = layers.ZeroPadding2D(((before, k - 1 - before),) * 2, name=f"{op.name}_phase_pad")(x)
+    config = {**op.get_config(), "strides": 1, "padding": "valid", "name": f"{op.name}_every_phase"}
+    twin = type(op).from_config(config)
+    out = twin(padded)
+    twin.set_weights(op.get_weights())
+    return _custom_layers()[0](s, name=f"{op.name}_phases")(out)
 
 
 def _interleave(x, folds: tuple[int, ...]):
@@ -156,13 +160,29 @@ def _interleave(x, folds: tuple[int, ...]):
     return ops.reshape(x, (-1, shape[1] * total, shape[2] * total, shape[3]))
 
 
-def _cells_layer():
-    """A layer (built on first use: keras is an export-time import) that interleaves the
-    phases and places each window on its cell; dynamic H/W need the traced shapes."""
+@functools.cache
+def _custom_layers() -> tuple[type, type]:
+    """The two layers the rewrite adds (built on first use: keras is an export-time import);
+    both need the traced, dynamic H and W."""
     import keras
     from keras import ops
 
+    class SpaceToBatch(keras.layers.Layer):
+        """(B, H, W, C) -> (s*s*B, H/s, W/s, C), phase (dy, dx) = dy*s + dx outermost."""
+
+        def __init__(self, s: int, **kwargs):
+            super().__init__(**kwargs)
+            self.s = s
+
+        def call(self, x):
+            s, shape = self.s, ops.shape(x)
+            x = ops.reshape(x, (-1, shape[1] // s, s, shape[2] // s, s, shape[3]))
+            x = ops.transpose(x, (2, 4, 0, 1, 3, 5))
+            return ops.reshape(x, (-1, shape[1] // s, shape[2] // s, shape[3]))
+
     class WindowsToCells(keras.layers.Layer):
+        """Interleaves the phases and places each window on its cell."""
+
         def __init__(self, folds: tuple[int, ...], geo: SceneGeometry, **kwargs):
             super().__init__(**kwargs)
             self.folds, self.geo = folds, geo
@@ -177,7 +197,7 @@ def _cells_layer():
             size = ops.shape(bands)
             return x[:, : size[1] // n, : size[2] // n, :]
 
-    return WindowsToCells
+    return SpaceToBatch, WindowsToCells
 
 
 def strided_model(model, stride: int):
@@ -200,7 +220,7 @@ def strided_model(model, stride: int):
     if "cell_pool" in [layer.name for layer in model.layers]:
         x = layers.AveragePooling2D(patch // down, strides=max(stride // down, 1), name="window_pool")(x)
     x = model.get_layer("cell_probs")(model.get_layer("cell_dense")(x))
-    x = _cells_layer()(state.folds, geo, name="window_cells")(x, inputs)
+    x = _custom_layers()[1](state.folds, geo, name="window_cells")(x, inputs)
     if stride > 1:
         x = layers.UpSampling2D(stride, interpolation="nearest", name="cell_repeat")(x)
     return keras.Model(inputs, x, name=f"{model.name}_stride{stride}"), geo

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,3 +182,17 @@ def test_a_stride_run_leaves_only_the_map_and_its_sidecars(scene_bundle, scene, 
     out = tmp_path / "map.tif"
     assert cli("infer", scene_bundle, scene["image"], "-o", out, "--scene-stride", 1, "--no-progress").exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == listing(maps=("map.tif",))
+
+
+@pytest.mark.slow
+def test_benchmark_runs_every_case(scene_bundle, scene, tmp_path):
+    bench = Path(__file__).resolve().parents[2] / "benchmarks" / "scene_stride_bench.py"
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, str(bench), str(scene_bundle), str(scene["image"]), "--crop-rows", "4",
+                           "--crop-cols", "32", "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((out / "scene_stride.json").read_text())
+    assert [r["stride"] for r in result["rows"]] == [1, 1, 1, 4, PATCH]
+    assert all(r["seconds"] > 0 and r["x_seed_keras"] > 0 for r in result["rows"])
+    assert 0 < result["stride1_agreement_with_seed_windows"] <= 1
+    assert (out / "scene_stride.md").read_text().count("\n| ") == len(result["rows"]) + 1
