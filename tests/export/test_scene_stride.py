@@ -128,8 +128,10 @@ def test_gate_refuses_a_wrong_rewrite_and_writes_nothing(scene_bundle, tmp_path,
     copy = tmp_path / "bundle"
     shutil.copytree(scene_bundle, copy)
     before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
-    # phases stacked without their shift: every window then sits on the stride-4 grid
-    monkeypatch.setattr(scene_stride, "_phases", lambda x, s: __import__("keras").ops.concatenate([x] * s * s, axis=0))
+    import keras
+
+    # every phase a copy of phase 0: each window then sits on the stride-4 grid
+    monkeypatch.setattr(scene_stride, "_at_every_phase", lambda op, x, s: keras.ops.concatenate([op(x)] * s * s, axis=0))
     with pytest.raises(ParityError, match="--scene-stride 1 export refused"):
         scene_stride.export_scene_stride(Bundle.load(copy), 1)
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
