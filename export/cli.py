@@ -57,7 +57,8 @@ def _run_target(b, name: str, opset: int, fp16: bool, int8: bool, strides: tuple
         if strides:  # before the slow export, not after it
             from lulc.export.scene_stride import check_scene_bundle
 
-            check_scene_bundle(b)
+            for stride in strides:
+                check_scene_bundle(b, stride)
         results = export_onnx(b, opset=opset, fp16=fp16)
         if int8:
             from lulc.export.int8 import export_int8

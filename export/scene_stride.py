@@ -233,17 +233,21 @@ MAX_CONTEXT_PATCHES = 8
 WINDOWS = 64
 
 
-def check_scene_bundle(bundle: Bundle) -> None:
+def check_scene_bundle(bundle: Bundle, stride: int) -> None:
+    """What the manifest alone can tell, before any export work (the backbone's strides are
+    checked once the model is loaded)."""
     m = bundle.manifest
     if m.task != "scene":
         raise SettingError("--scene-stride", f"is for scene bundles; {bundle.root} holds a {m.task} model ({m.architecture})")
+    if m.tile.divisor % stride:
+        raise SettingError("--scene-stride", f"{stride} must divide the bundle's {m.tile.divisor} px patch")
 
 
 def export_scene_stride(bundle: Bundle, stride: int, opset: int = OPSET, seed: int = 0) -> dict[str, dict]:
     """Write ``model.strideN.onnx``: the scene model at one class per ``stride`` px, gated on
     windows of a mosaic of the bundle's sample patches against the trained model run on each
     window (with its context) one by one, the seed's way."""
-    check_scene_bundle(bundle)
+    check_scene_bundle(bundle, stride)
     model, samples, _ = keras_reference(bundle)
     strided, geo = strided_model(model, stride)
     margin = min(-(-geo.receptive // geo.patch), MAX_CONTEXT_PATCHES) * geo.patch

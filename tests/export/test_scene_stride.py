@@ -13,11 +13,11 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
-from conftest import cli_fails, infer_fails, listing
+from conftest import infer_fails, listing
 from lulc.export import scene_stride
 from lulc.runtime.cli import main
 from lulc.runtime.core.bundle import Bundle
-from lulc.runtime.core.errors import ParityError
+from lulc.runtime.core.errors import LulcError, ParityError
 from lulc.runtime.io.mapformat import PROB_SCALE
 
 PATCH = 16
@@ -116,12 +116,19 @@ def test_stride_choices_that_cannot_run_are_one_line(scene_bundle, trained_bundl
     assert not list(tmp_path.iterdir())
 
 
-def test_export_refuses_a_stride_the_backbone_cannot_reach(scene_bundle, tmp_path):
+def test_export_refuses_a_stride_the_model_cannot_give(scene_bundle, tmp_path):
+    from lulc.training.models.scene_cnn import build_scene_cnn
+
     copy = tmp_path / "bundle"
     shutil.copytree(scene_bundle, copy)
     before = sorted(p.name for p in copy.iterdir())
-    cli_fails(["export", "--target", "onnx", "--scene-stride", 3, copy], "--scene-stride 3 does not fit")
+    for stride in (3, 10**6):  # refused from the manifest, before the ONNX export
+        result = cli("export", "--target", "onnx", "--scene-stride", stride, copy)
+        assert result.exit_code == 2 and "must divide the bundle's 16 px patch" in result.output, result.output
     assert sorted(p.name for p in copy.iterdir()) == before
+    # 6 divides a 24 px patch but is no stride of a backbone that halves twice (1, 2, 4) nor a multiple of 4
+    with pytest.raises(LulcError, match="--scene-stride 6 does not fit"):
+        scene_stride.strided_model(build_scene_cnn(4, 3, patch=24), 6)
 
 
 def test_gate_refuses_a_wrong_rewrite_and_writes_nothing(scene_bundle, tmp_path, monkeypatch):
