@@ -125,19 +125,16 @@ def worker_threads() -> int:
 
 @contextmanager
 def one_at_a_time() -> Iterator[None]:
-    """Run one lulc task at a time in this worker process, with all its threads (onnxruntime
-    and the Numba kernels), so workers that share a box never oversubscribe it."""
-    import numba
-
+    """Run one lulc task at a time in this worker process, with all its threads (onnxruntime's
+    callers), so workers that share a box never oversubscribe it."""
     with _ONE_AT_A_TIME:
-        numba.set_num_threads(max(1, min(worker_threads(), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
         yield
 
 
 def _worker_session(bundle_dir: str, opts: InferOptions) -> tuple[Bundle, Any]:
     """The bundle and its model session, opened once per worker process and bundle checksum."""
     bundle = Bundle.load(bundle_dir)
-    key = (bundle_dir, bundle.fingerprint(), opts.backend, opts.device, opts.precision)
+    key = (bundle_dir, bundle.fingerprint(), opts.backend, opts.device, opts.precision, opts.scene_stride)
     if key not in _SESSIONS:
         _SESSIONS[key] = (bundle, prepare(bundle, opts.backend, opts.device, opts.precision, cores=worker_threads(),
                                                    scene_stride=opts.scene_stride))

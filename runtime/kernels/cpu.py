@@ -5,7 +5,11 @@ Three passes touch every pixel: pack (normalise raw bands into model tiles), ble
 ``mode_2x2`` then builds the written map's overviews (:mod:`lulc.runtime.io.overviews`).
 Every kernel writes into caller-owned buffers: the runtime reuses them block after block,
 because page-faulting fresh 50-100 MB arrays per block cost more than the kernels themselves.
-Each kernel is ``nogil`` so the reader, model and writer threads overlap. ``reference_*``
+Each kernel is ``nogil`` so the reader, model and writer threads overlap, and serial: the
+pipeline already runs its stages on threads of their own, so a kernel spread over every
+core only took cores from the model calls (4096² on 2 cores: no faster end to end), and
+Numba's parallel compilation made the first run after install 2.8 s slower than the second,
+against 1.1 s for serial kernels. ``reference_*``
 functions are the plain NumPy definitions the tests compare these and the CUDA twins
 (:mod:`lulc.runtime.kernels.cuda`) against; :func:`lulc.runtime.kernels.block_ops` picks the twin.
 """
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit, prange
+from numba import njit
 
 from lulc.runtime.io.mapformat import NODATA_CLASS, PROB_SCALE
 
@@ -30,11 +34,11 @@ def is_missing(v: float, nodata: float, use_nodata: bool) -> bool:
     return np.isnan(v) or (use_nodata and v == nodata)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True)
 def mask_nodata(block: np.ndarray, nodata: float, use_nodata: bool, valid: np.ndarray) -> None:
     """valid (H, W) = no band is nodata or NaN in block (C, H, W)."""
     c, h, w = block.shape
-    for y in prange(h):
+    for y in range(h):
         for x in range(w):
             valid[y, x] = True
         # band-major inner loops read each band row contiguously (6x faster than per pixel)
@@ -44,7 +48,7 @@ def mask_nodata(block: np.ndarray, nodata: float, use_nodata: bool, valid: np.nd
                     valid[y, x] = False
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True)
 def pack_tiles(
     block: np.ndarray,
     valid: np.ndarray,
@@ -62,7 +66,7 @@ def pack_tiles(
     """
     c = block.shape[0]
     size = out.shape[1]
-    for n in prange(ys.shape[0]):
+    for n in range(ys.shape[0]):
         y0 = ys[n]
         x0 = xs[n]
         count = 0
@@ -78,7 +82,7 @@ def pack_tiles(
         counts[n] = count
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True)
 def blend_accumulate(
     probs: np.ndarray, ys: np.ndarray, xs: np.ndarray, weight: np.ndarray, acc: np.ndarray
 ) -> None:
@@ -92,7 +96,7 @@ def blend_accumulate(
     k = acc.shape[0] - 1
     kk = min(k, probs.shape[3])
     size = min(probs.shape[1], weight.shape[0])
-    for y in prange(acc.shape[1]):
+    for y in range(acc.shape[1]):
         for n in range(probs.shape[0]):
             i = y - ys[n]
             if i < 0 or i >= size:
@@ -105,7 +109,7 @@ def blend_accumulate(
                 acc[k, y, x0 + j] += wgt
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True)
 def finalize(
     acc: np.ndarray,
     valid: np.ndarray,
@@ -121,7 +125,7 @@ def finalize(
     """
     k = acc.shape[0] - 1
     h, w = classes.shape
-    for y in prange(h):
+    for y in range(h):
         for x in range(w):
             wsum = acc[k, y, x]
             if not valid[y, x] or wsum <= 0.0:
@@ -159,7 +163,7 @@ def _mode4(a: int | np.uint8, b: int | np.uint8, c: int | np.uint8, d: int | np.
     return best
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True)
 def mode_2x2(src: np.ndarray, out: np.ndarray) -> None:
     """out (B, ceil(H/2), ceil(W/2)) = most frequent valid value of each 2 x 2 cell of src (B, H, W).
 
@@ -168,7 +172,7 @@ def mode_2x2(src: np.ndarray, out: np.ndarray) -> None:
     """
     bands, h, w = src.shape
     for band in range(bands):
-        for y in prange(out.shape[1]):
+        for y in range(out.shape[1]):
             i = 2 * y
             down = i + 1 < h
             for x in range(out.shape[2]):
@@ -218,7 +222,7 @@ def warm_up() -> None:
     A process's first Numba call pays Numba's own start-up (LLVM, cache loading): about half a
     second. The runtime runs this on a thread at start so that cost overlaps opening the model
     and reading the first block instead of delaying the first model call. On the first run
-    after install nothing is cached and compiling all kernels takes seconds, holding the GIL:
+    after install nothing is cached and compiling all kernels takes over a second, holding the GIL:
     then a second process compiles the write-side kernels into the cache while this one
     compiles the read side, and this one loads them from the cache when that is done.
     """

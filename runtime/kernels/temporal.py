@@ -10,7 +10,7 @@ of the single-date ``mask_nodata`` / ``pack_tiles`` for time-series bundles.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from lulc.runtime.kernels.cpu import is_missing
 
@@ -23,11 +23,11 @@ def _date_missing(block: np.ndarray, b0: int, bands: int, y: int, x: int, nodata
     return False
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True)
 def mask_all_dates(block: np.ndarray, bands: int, nodata: float, use_nodata: bool, valid: np.ndarray) -> None:
     """valid (H, W) = at least one date of block (T*C, H, W) has all its bands."""
     c, h, w = block.shape
-    for y in prange(h):
+    for y in range(h):
         for x in range(w):
             ok = False
             for b0 in range(0, c, bands):
@@ -37,13 +37,13 @@ def mask_all_dates(block: np.ndarray, bands: int, nodata: float, use_nodata: boo
             valid[y, x] = ok
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True)
 def pack_dates(block: np.ndarray, valid: np.ndarray, ys: np.ndarray, xs: np.ndarray, mean: np.ndarray, inv_std: np.ndarray,
                out: np.ndarray, counts: np.ndarray, bands: int, nodata: float, use_nodata: bool) -> None:
     """Like ``kernels.pack_tiles`` but a missing date (and an invalid pixel) packs as NaN."""
     c = block.shape[0]
     size = out.shape[1]
-    for n in prange(ys.shape[0]):
+    for n in range(ys.shape[0]):
         y0 = ys[n]
         x0 = xs[n]
         count = 0

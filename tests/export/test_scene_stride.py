@@ -205,3 +205,17 @@ def test_benchmark_runs_every_case(scene_bundle, scene, tmp_path):
     assert all(r["seconds"] > 0 and r["x_seed_keras"] > 0 for r in result["rows"])
     assert 0 < result["stride1_agreement_with_seed_windows"] <= 1
     assert (out / "scene_stride.md").read_text().count("\n| ") == len(result["rows"]) + 1
+
+
+@pytest.mark.slow
+def test_dask_workers_run_the_stride_model(scene_bundle, scene, tmp_path):
+    pytest.importorskip("distributed")
+    maps = []
+    for extra in ([], ["--dask", "local:1", "--block-px", "64"]):
+        out = tmp_path / f"map{len(maps)}.tif"
+        result = cli("infer", scene_bundle, scene["image"], "-o", out, "--scene-stride", 1, "--probabilities",
+                     "--no-progress", *extra)
+        assert result.exit_code == 0, result.output
+        with rasterio.open(out) as src:
+            maps.append(src.read())
+    assert np.array_equal(*maps)
