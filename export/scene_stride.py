@@ -106,8 +106,9 @@ class _Folder:
         import keras
 
         def call(*args, **kwargs):
-            if hasattr(op, "_run_through_graph"):  # a nested model: walk its layers too
-                return self.run(op, args[0])
+            graph = getattr(op, "_functional", None) or op  # a Sequential runs through its own graph
+            if hasattr(graph, "_run_through_graph"):  # a nested model: walk its layers too
+                return self.run(graph, args[0])
             state = self.state([t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)])
             s = _strides(op)
             down = state.real * int(np.prod(state.folds))
