@@ -153,21 +153,33 @@ def test_hostile_context_in_the_manifest_is_one_line(scene_bundle, scene, tmp_pa
     infer_fails(copy, scene["image"], "re-export it", "--scene-stride", "4")
 
 
-def test_rewrite_is_exact_through_nested_padded_branching_backbones():
-    """A DenseNet-like backbone inside its own model: zero padding before a strided valid conv,
-    a concatenated branch, an average-pool transition. The rewrite never edits a layer, so it
-    is exact through all of them."""
+def nested_backbone(kind: str):
+    """A DenseNet-like backbone in a model of its own (zero padding before a strided valid
+    conv, a concatenated branch, an average-pool transition), or the same chain without the
+    branch as a Sequential."""
     import keras
     from keras import layers
 
-    from lulc.training.models.scene_head import scene_model
-
+    if kind == "sequential":
+        return keras.Sequential([keras.Input((None, None, 3)), layers.ZeroPadding2D(2),
+                                 layers.Conv2D(6, 5, strides=2, padding="valid"), layers.BatchNormalization(),
+                                 layers.MaxPooling2D(2, padding="same")])
     inner_in = keras.Input((None, None, 3))
     x = layers.Conv2D(6, 5, strides=2, padding="valid")(layers.ZeroPadding2D(2)(inner_in))
     branch = layers.Conv2D(4, 3, padding="same", activation="relu")(x)
     x = layers.Concatenate()([x, branch])
     x = layers.AveragePooling2D(2)(layers.BatchNormalization()(x))
-    backbone = keras.Model(inner_in, x)
+    return keras.Model(inner_in, x)
+
+
+@pytest.mark.parametrize("kind", ["functional", "sequential"])
+def test_rewrite_is_exact_through_nested_padded_branching_backbones(kind):
+    """The rewrite never edits a layer, so it is exact through all of them."""
+    import keras
+
+    from lulc.training.models.scene_head import scene_model
+
+    backbone = nested_backbone(kind)
     inputs = keras.Input((None, None, 3))
     model = scene_model(inputs, backbone(inputs), PATCH, 4, 5, "nested")
     rng = np.random.default_rng(1)
