@@ -88,8 +88,8 @@ def blend_accumulate(
 ) -> None:
     """Add weighted tile probabilities (N, T, T, K) into ``acc`` (K + 1, H, W).
 
-    The last plane of ``acc`` collects the weight sum. Parallel over accumulator rows (not
-    tiles): overlapping tiles write the same pixels, but each row has exactly one writer.
+    The last plane of ``acc`` collects the weight sum. Row by row over the accumulator
+    (not tile by tile), so each accumulator row is written in one pass while it is in cache.
     """
     # every bound comes from the buffers read and written, so a model whose output does not
     # match the accumulator can never write outside it
