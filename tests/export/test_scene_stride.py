@@ -231,3 +231,17 @@ def test_dask_workers_run_the_stride_model(scene_bundle, scene, tmp_path):
         with rasterio.open(out) as src:
             maps.append(src.read())
     assert np.array_equal(*maps)
+
+
+def test_scene_tiles_overlap_by_whole_cells(scene_bundle, scene, tmp_path):
+    """Tiles that overlap by part of a cell would put each tile's cells off the raster's grid."""
+    for stride, overlap in ((None, 8), (4, 42)):
+        extra = ["--scene-stride", stride] if stride else []
+        result = cli("infer", scene_bundle, scene["image"], "-o", tmp_path / "m.tif", "--overlap", overlap, *extra)
+        assert result.exit_code == 2 and "class cells" in result.output, result.output
+    assert not list(tmp_path.iterdir())
+    for stride, overlap in ((None, 16), (4, 44)):
+        extra = ["--scene-stride", stride] if stride else []
+        result = cli("infer", scene_bundle, scene["image"], "-o", tmp_path / f"m{overlap}.tif", "--overlap", overlap,
+                     "--tile", 64, "--no-progress", *extra)
+        assert result.exit_code == 0, result.output
