@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import InputRasterError, OutputError
 from lulc.runtime.infer import InferOptions, RunSummary, run_inference
+from lulc.runtime.io.writer import identity_tags
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +113,13 @@ def expand_inputs(inputs: list[str], bands: list[str]) -> list[Job]:
     return jobs
 
 
-def finished(path: Path, bundle: Bundle) -> bool:
-    """Whether ``path`` is a complete map of this model (kept when a batch is rerun)."""
+def finished(path: Path, bundle: Bundle, scene_stride: int | None) -> bool:
+    """Whether ``path`` is a complete map of this model, and class cell for a scene model
+    (kept when a batch is rerun)."""
     try:
         with rasterio.open(path) as src:
-            return src.tags().get("LULC_MODEL") == bundle.fingerprint()
+            tags = src.tags()
+            return all(tags.get(k) == v for k, v in identity_tags(bundle, scene_stride).items())
     except (rasterio.errors.RasterioError, OSError):
         return False
 
@@ -152,7 +155,7 @@ def run_batch(bundle_dir: str | os.PathLike, inputs: list[str], outdir: str | os
     todo = []
     for job in jobs:
         target = out / f"{job.name}.tif"
-        if target.exists() and not opts.overwrite and finished(target, bundle):
+        if target.exists() and not opts.overwrite and finished(target, bundle, opts.scene_stride):
             logger.info("%s is already done; kept", target)
             continue
         todo.append((job, target))

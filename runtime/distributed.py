@@ -158,7 +158,8 @@ def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int]
             first = grid.block(r0, 0)
             last = grid.block(r1 - 1, 0)
             runner.first_row = first.y0
-            sink = PartMap(part_path, src, m.map_classes, opts.probabilities, opts.confidence, map_tags(bundle, session.name),
+            tags = map_tags(bundle, session.name, opts.scene_stride)
+            sink = PartMap(part_path, src, m.map_classes, opts.probabilities, opts.confidence, tags,
                            first.y0, last.y0 + last.owned_h)
             sink.create()
             halo = r0 - (1 if r0 > 0 and grid.overlap else 0)

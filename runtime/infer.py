@@ -190,7 +190,7 @@ def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, final: Path, opts:
     session = prepare(bundle, opts.backend, opts.device, opts.precision, cores=opts.cores, scene_stride=opts.scene_stride)
     grid, runner = block_runner(bundle, session, src, opts, geometry)
     resume = ResumeState(final, key)
-    partial = PartialMap(final, src, m.map_classes, opts.probabilities, opts.confidence, map_tags(bundle, session.name))
+    partial = PartialMap(final, src, m.map_classes, opts.probabilities, opts.confidence, map_tags(bundle, session.name, opts.scene_stride))
     rows_done = _restore(runner, grid, resume, partial) if opts.resume else 0
     if not rows_done:
         resume.clear()

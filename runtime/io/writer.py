@@ -117,10 +117,19 @@ class PartialMap:
         self.path.unlink(missing_ok=True)
 
 
-def map_tags(bundle: Bundle, backend: str) -> dict[str, str]:
+def identity_tags(bundle: Bundle, scene_stride: int | None = None) -> dict[str, str]:
+    """The tags that say which map this is: the model, and for a scene model its class cell
+    (a batch keeps a map only when they all match)."""
+    m = bundle.manifest
+    cell = {"LULC_CELL_PX": str(scene_stride or m.tile.divisor)} if m.task == "scene" else {}
+    return {"LULC_MODEL": bundle.fingerprint(), **cell}
+
+
+def map_tags(bundle: Bundle, backend: str, scene_stride: int | None = None) -> dict[str, str]:
     """Dataset tags of every class map: what made it (a distributed run writes the same)."""
     m = bundle.manifest
-    return {"LULC_BUNDLE": m.architecture, "LULC_TASK": m.task, "LULC_BACKEND": backend, "LULC_MODEL": bundle.fingerprint()}
+    return {"LULC_BUNDLE": m.architecture, "LULC_TASK": m.task, "LULC_BACKEND": backend,
+            **identity_tags(bundle, scene_stride)}
 
 
 class PartMap(PartialMap):
