@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import InputRasterError, OutputError
 from lulc.runtime.infer import InferOptions, RunSummary, run_inference
+from lulc.runtime.io.mapformat import band_layout
 from lulc.runtime.io.writer import identity_tags
 
 logger = logging.getLogger(__name__)
@@ -113,13 +114,15 @@ def expand_inputs(inputs: list[str], bands: list[str]) -> list[Job]:
     return jobs
 
 
-def finished(path: Path, bundle: Bundle, scene_stride: int | None) -> bool:
-    """Whether ``path`` is a complete map of this model, and class cell for a scene model
-    (kept when a batch is rerun)."""
+def finished(path: Path, bundle: Bundle, opts: InferOptions) -> bool:
+    """Whether ``path`` is a complete map of this model with the bands this run asks for (and
+    the class cell, for a scene model): kept when a batch is rerun."""
     try:
         with rasterio.open(path) as src:
             tags = src.tags()
-            return all(tags.get(k) == v for k, v in identity_tags(bundle, scene_stride).items())
+            bands = band_layout(bundle.manifest.map_classes, opts.probabilities, opts.confidence)
+            return (list(src.descriptions) == bands
+                    and all(tags.get(k) == v for k, v in identity_tags(bundle, opts.scene_stride).items()))
     except (rasterio.errors.RasterioError, OSError):
         return False
 
@@ -155,7 +158,7 @@ def run_batch(bundle_dir: str | os.PathLike, inputs: list[str], outdir: str | os
     todo = []
     for job in jobs:
         target = out / f"{job.name}.tif"
-        if target.exists() and not opts.overwrite and finished(target, bundle, opts.scene_stride):
+        if target.exists() and not opts.overwrite and finished(target, bundle, opts):
             logger.info("%s is already done; kept", target)
             continue
         todo.append((job, target))

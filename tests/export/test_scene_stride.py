@@ -245,3 +245,23 @@ def test_scene_tiles_overlap_by_whole_cells(scene_bundle, scene, tmp_path):
         result = cli("infer", scene_bundle, scene["image"], "-o", tmp_path / f"m{overlap}.tif", "--overlap", overlap,
                      "--tile", 64, "--no-progress", *extra)
         assert result.exit_code == 0, result.output
+
+
+def test_batch_rerun_keeps_a_map_only_at_the_same_stride(scene_bundle, scene, tmp_path):
+    out = tmp_path / "maps"
+    target = out / "image.tif"
+
+    def batch(stride: int, *extra: str):
+        return cli("batch", scene_bundle, scene["image"], "-o", out, "--scene-stride", stride, "--no-progress", *extra)
+
+    assert batch(4).exit_code == 0
+    first = target.read_bytes(), target.stat().st_mtime_ns
+    assert batch(4).exit_code == 0
+    assert (target.read_bytes(), target.stat().st_mtime_ns) == first  # same stride: kept
+    result = batch(1)  # another stride: not kept, and replaced only when asked
+    assert result.exit_code == 1 and "already exists (use --overwrite" in result.output, result.output
+    assert target.read_bytes() == first[0]
+    assert batch(1, "--overwrite").exit_code == 0
+    with rasterio.open(target) as src:
+        assert src.tags()["LULC_CELL_PX"] == "1"
+    assert target.read_bytes() != first[0]

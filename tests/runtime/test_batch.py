@@ -81,6 +81,14 @@ def test_rerun_keeps_finished_maps_and_a_missing_stac_band_is_one_line(trained_b
     before = (out / "north.tif").stat().st_mtime_ns
     assert run(LULC, "batch", trained_bundle, root / "north.tif", "-o", out, "--no-progress").returncode == 0
     assert (out / "north.tif").stat().st_mtime_ns == before  # kept, not recomputed
+    # a map without the bands now asked for is not kept: it is replaced only with --overwrite
+    again = [LULC, "batch", trained_bundle, root / "north.tif", "-o", out, "--no-progress", "--confidence"]
+    result = run(*again)
+    assert result.returncode == 1 and "north.tif already exists (use --overwrite" in result.stderr, result.stderr
+    assert (out / "north.tif").stat().st_mtime_ns == before
+    assert run(*again, "--overwrite").returncode == 0
+    with rasterio.open(out / "north.tif") as src:
+        assert src.descriptions == ("class", "confidence")
 
     image = synthetic_scene(40, 40, seed=4)[0]
     partial = stac_item(tmp_path, image, "no-nir", bands=BANDS[:3])
