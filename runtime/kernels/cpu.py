@@ -15,6 +15,7 @@ functions are the plain NumPy definitions the tests compare these and the CUDA t
 """
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -28,10 +29,46 @@ from lulc.runtime.io.mapformat import NODATA_CLASS, PROB_SCALE
 _GAP = np.uint8(NODATA_CLASS)  # an overview cell's pixels past the raster edge: never counted
 
 
-@njit(nogil=True, cache=True, inline="always")
-def is_missing(v: float, nodata: float, use_nodata: bool) -> bool:
-    """The one nodata rule of every CPU kernel: NaN, or the nodata value when there is one."""
-    return np.isnan(v) or (use_nodata and v == nodata)
+# The per-pixel rules below are plain Python, compiled here for the CPU and by
+# :mod:`lulc.runtime.kernels.cuda` as device functions, so both twins apply the same rule.
+
+def missing(v: float, nodata: float, use_nodata: bool) -> bool:
+    """The one nodata rule of every kernel: NaN, or the nodata value when there is one."""
+    return math.isnan(v) or (use_nodata and v == nodata)
+
+
+def finalize_span(acc: np.ndarray, valid: np.ndarray, classes: np.ndarray, probs: np.ndarray,
+                  confidence: np.ndarray, want_probs: bool, want_conf: bool, y: int, x0: int, x1: int) -> None:
+    """Pixels x0 <= x < x1 of row y of :func:`finalize` (a CUDA thread takes one): argmax class,
+    optional uint8 probabilities and confidence; NODATA_CLASS (and 255 in scaled bands) where
+    invalid or without weight."""
+    k = acc.shape[0] - 1
+    for x in range(x0, x1):
+        wsum = acc[k, y, x]
+        if not valid[y, x] or wsum <= 0.0:
+            classes[y, x] = NODATA_CLASS
+            if want_probs:
+                for c in range(k):
+                    probs[c, y, x] = 255
+            if want_conf:
+                confidence[y, x] = 255
+            continue
+        best = 0
+        best_v = acc[0, y, x]
+        for c in range(1, k):
+            if acc[c, y, x] > best_v:
+                best_v = acc[c, y, x]
+                best = c
+        classes[y, x] = best
+        if want_probs:
+            for c in range(k):
+                probs[c, y, x] = np.uint8(min(acc[c, y, x] / wsum, 1.0) * PROB_SCALE + 0.5)
+        if want_conf:
+            confidence[y, x] = np.uint8(min(best_v / wsum, 1.0) * PROB_SCALE + 0.5)
+
+
+is_missing = njit(nogil=True, cache=True, inline="always")(missing)
+_finalize_span = njit(nogil=True, cache=True, inline="always")(finalize_span)
 
 
 @njit(nogil=True, cache=True)
@@ -123,31 +160,9 @@ def finalize(
 
     Pixels that are invalid or received no weight get NODATA_CLASS (and 255 in scaled bands).
     """
-    k = acc.shape[0] - 1
     h, w = classes.shape
     for y in range(h):
-        for x in range(w):
-            wsum = acc[k, y, x]
-            if not valid[y, x] or wsum <= 0.0:
-                classes[y, x] = NODATA_CLASS
-                if want_probs:
-                    for c in range(k):
-                        probs[c, y, x] = 255
-                if want_conf:
-                    confidence[y, x] = 255
-                continue
-            best = 0
-            best_v = acc[0, y, x]
-            for c in range(1, k):
-                if acc[c, y, x] > best_v:
-                    best_v = acc[c, y, x]
-                    best = c
-            classes[y, x] = best
-            if want_probs:
-                for c in range(k):
-                    probs[c, y, x] = np.uint8(min(acc[c, y, x] / wsum, 1.0) * PROB_SCALE + 0.5)
-            if want_conf:
-                confidence[y, x] = np.uint8(min(best_v / wsum, 1.0) * PROB_SCALE + 0.5)
+        _finalize_span(acc, valid, classes, probs, confidence, want_probs, want_conf, y, 0, w)
 
 
 @njit(nogil=True, cache=True, inline="always")

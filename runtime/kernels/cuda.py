@@ -18,13 +18,16 @@ import numpy as np
 import numpy.typing as npt
 from numba import cuda
 
-from lulc.runtime.io.mapformat import NODATA_CLASS, PROB_SCALE
+from lulc.runtime.kernels import cpu
 
 #: a Numba (or CuPy, simulator) CUDA device array: no static type, anything exposing
 #: ``__cuda_array_interface__``
 DeviceArray = Any
 
 _THREADS_2D = (16, 16)
+
+_is_missing = cuda.jit(device=True)(cpu.missing)
+_finalize_span = cuda.jit(device=True)(cpu.finalize_span)
 
 
 def _grid_2d(h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -39,8 +42,7 @@ def _mask(block, nodata, use_nodata, valid):  # noqa: ANN001
         return
     ok = True
     for b in range(block.shape[0]):
-        v = block[b, y, x]
-        if math.isnan(v) or (use_nodata and v == nodata):
+        if _is_missing(block[b, y, x], nodata, use_nodata):
             ok = False
     valid[y, x] = ok
 
@@ -116,28 +118,7 @@ def _finalize(acc, valid, classes, probs, confidence, want_probs, want_conf):  #
     x, y = cuda.grid(2)
     if y >= classes.shape[0] or x >= classes.shape[1]:
         return
-    k = acc.shape[0] - 1
-    wsum = acc[k, y, x]
-    if not valid[y, x] or wsum <= 0.0:
-        classes[y, x] = NODATA_CLASS
-        if want_probs:
-            for c in range(k):
-                probs[c, y, x] = 255
-        if want_conf:
-            confidence[y, x] = 255
-        return
-    best = 0
-    best_v = acc[0, y, x]
-    for c in range(1, k):
-        if acc[c, y, x] > best_v:
-            best_v = acc[c, y, x]
-            best = c
-    classes[y, x] = best
-    if want_probs:
-        for c in range(k):
-            probs[c, y, x] = np.uint8(min(acc[c, y, x] / wsum, 1.0) * PROB_SCALE + 0.5)
-    if want_conf:
-        confidence[y, x] = np.uint8(min(best_v / wsum, 1.0) * PROB_SCALE + 0.5)
+    _finalize_span(acc, valid, classes, probs, confidence, want_probs, want_conf, y, x, x + 1)
 
 
 def finalize(acc: DeviceArray, valid: DeviceArray, classes: DeviceArray, probs: DeviceArray, confidence: DeviceArray,
