@@ -52,7 +52,7 @@ def seed_loop(predict, image: np.ndarray, rows: int, cols: int, patch: int) -> t
     for y in range(rows):
         for x in range(cols):
             row[x] = image[y : y + patch, x : x + patch]
-        classes[y] = predict(row).reshape(cols, -1, len(predict.classes))[:, 0].argmax(-1)
+        classes[y] = predict(row)[:, 0, 0].argmax(-1)  # a scene model repeats its class over the cell
     return (time.perf_counter() - t0) / (rows * cols), classes
 
 
@@ -64,7 +64,6 @@ def keras_predict(bundle: Bundle):
     def predict(x: np.ndarray) -> np.ndarray:
         return model.predict(x, batch_size=1024, verbose=0)
 
-    predict.classes = bundle.manifest.classes
     return predict
 
 
@@ -76,7 +75,6 @@ def onnx_predict(bundle: Bundle):
     def predict(x: np.ndarray) -> np.ndarray:
         return session.run(x)
 
-    predict.classes = bundle.manifest.classes
     return predict
 
 

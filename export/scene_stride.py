@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from lulc.export.onnx import FP16_AGREEMENT, FP32_TOLERANCE, OPSET, convert, run_onnx, simplify_if_faithful
-from lulc.export.parity import keras_reference, predict, staging, verify_and_record
+from lulc.export.parity import predict, staging, verify_and_record
 from lulc.runtime.backends.scene_stride import stride_artifact
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import LulcError, SettingError
@@ -249,7 +249,9 @@ def export_scene_stride(bundle: Bundle, stride: int, opset: int = OPSET, seed: i
     windows of a mosaic of the bundle's sample patches against the trained model run on each
     window (with its context) one by one, the seed's way."""
     check_scene_bundle(bundle, stride)
-    model, samples, _ = keras_reference(bundle)
+    from lulc.runtime.backends.keras_backend import load_keras_model
+
+    model, samples = load_keras_model(bundle), bundle.load_samples()
     strided, geo = strided_model(model, stride)
     margin = min(-(-geo.receptive // geo.patch), MAX_CONTEXT_PATCHES) * geo.patch
     canvas = mosaic(samples, 2 * margin + 4 * geo.patch)

@@ -127,11 +127,11 @@ def tile_geometry(bundle: Bundle, opts: InferOptions, height: int, width: int) -
     m = bundle.manifest
     size = opts.tile or m.tile.size
     overlap = m.tile.overlap if opts.overlap is None else opts.overlap
-    stride = stride_model(m, opts.scene_stride, bundle.root)
-    if stride and opts.overlap is None and size > 0:
-        size, overlap = stride_tiles(stride, size, overlap, m.tile.divisor, opts.tile is not None)
     if size < 1:
         raise SettingError("--tile", f"must be a positive number of px, got {size}")
+    stride = stride_model(m, opts.scene_stride, bundle.root)
+    if stride and opts.overlap is None:
+        size, overlap = stride_tiles(stride, size, overlap, m.tile.divisor, opts.tile is not None)
     if size % m.tile.divisor:
         raise SettingError("--tile", f"{size} must be a multiple of {m.tile.divisor} for this {m.architecture}")
     if not 0 <= overlap < size:
