@@ -40,9 +40,11 @@ from tqdm.auto import tqdm
 
 from lulc.runtime.backends import prepare
 from lulc.runtime.core.bundle import Bundle
-from lulc.runtime.core.errors import BackendUnavailable, Interrupted, LulcError, OutputError, SettingError
+from lulc.runtime.core.errors import BackendUnavailable, Interrupted, LulcError, SettingError
 from lulc.runtime.io.outputs import temp_path
+from lulc.runtime.io.publish import Publication
 from lulc.runtime.io.rasters import open_input
+from lulc.runtime.io.space import write_error
 from lulc.runtime.io.vrt import stack_rows
 from lulc.runtime.io.writer import PartMap, map_tags, write_cog
 from lulc.runtime.pipeline import block_runner, stream_blocks
@@ -144,10 +146,11 @@ def _worker_session(bundle_dir: str, opts: InferOptions) -> tuple[Bundle, Any]:
 def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int], opts: InferOptions) -> dict:
     """Worker task: block rows [r0, r1) of ``source`` into the GeoTIFF ``part`` (skipped when it exists)."""
     part_path = Path(part)
-    if part_path.exists():
-        return {"tiles_run": 0, "tiles_skipped": 0, "reused": True, "session": None}
     with one_at_a_time():
         bundle, session = _worker_session(bundle_dir, opts)
+        tags = map_tags(bundle, session, opts.scene_stride)
+        if _finished_part(part_path, tags):
+            return {"tiles_run": 0, "tiles_skipped": 0, "reused": True, "session": None}
         m = bundle.manifest
         from lulc.runtime.infer import GDAL_CACHE_MB, tile_geometry
 
@@ -158,7 +161,6 @@ def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int]
             first = grid.block(r0, 0)
             last = grid.block(r1 - 1, 0)
             runner.first_row = first.y0
-            tags = map_tags(bundle, session.name, opts.scene_stride)
             sink = PartMap(part_path, src, m.map_classes, opts.probabilities, opts.confidence, tags,
                            first.y0, last.y0 + last.owned_h)
             sink.create()
@@ -175,10 +177,28 @@ def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int]
             "session": (session.name, session.device, session.precision)}
 
 
-def run_parts(bundle: Bundle, source: str | os.PathLike, final: Path, opts: InferOptions, key: dict,
+def _finished_part(part: Path, tags: dict[str, str]) -> bool:
+    """Whether ``part`` is a finished part made by the model and artefact this worker runs
+    (a part of another precision or a replaced artefact is made again)."""
+    if not part.exists():
+        return False
+    try:
+        with rasterio.open(part) as done:
+            if all(done.tags().get(k) == v for k, v in tags.items()):
+                return True
+    except (RasterioError, OSError):
+        pass
+    logger.info("%s was made by another model or precision; classifying it again", part)
+    part.unlink(missing_ok=True)
+    return False
+
+
+def run_parts(bundle: Bundle, source: str | os.PathLike, publication: Publication, opts: InferOptions, key: dict,
               src: rasterio.io.DatasetReader, geometry: tuple[int, int]) -> dict:
     """Classify ``source`` on the cluster at ``opts.dask`` and assemble the parts into the
-    partial map of ``final``; returns the run's figures (tiles, backend, workers)."""
+    staged COG of ``publication``; returns the run's figures (tiles, backend, workers). The
+    parts stay until the map is published, so a kill before that reuses them."""
+    final = publication.final
     parts = temp_path(final, "parts")
     size, overlap = geometry
     grid = make_grid(src.height, src.width, size, overlap, opts.block_px)
@@ -207,8 +227,10 @@ def run_parts(bundle: Bundle, source: str | os.PathLike, final: Path, opts: Infe
     figures.update(workers=workers, parts=len(plan))
     if figures["tiles_run"] or figures["resumed"]:  # else all nodata: the caller says so
         smooth = opts.probabilities or opts.confidence
-        assemble(final, src, paths, [grid.block(r0, 0).y0 for r0, _ in plan], smooth)
-    shutil.rmtree(parts, ignore_errors=True)
+        publication.work_files.append(parts)
+        assemble(publication, src, paths, [grid.block(r0, 0).y0 for r0, _ in plan], smooth)
+    else:
+        shutil.rmtree(parts, ignore_errors=True)
     return figures
 
 
@@ -251,15 +273,17 @@ def _gather(client: Client, futures: list, progress: bool) -> dict:
     return figures
 
 
-def assemble(final: Path, src: rasterio.io.DatasetReader, paths: list[Path], tops: list[int], smooth: bool) -> None:
-    """Write the COG of ``final`` straight from a VRT that stacks the parts (no copy)."""
+def assemble(publication: Publication, src: rasterio.io.DatasetReader, paths: list[Path], tops: list[int],
+             smooth: bool) -> None:
+    """Write the staged COG of ``publication`` straight from a VRT that stacks the parts (no copy)."""
+    final = publication.final
     mosaic = temp_path(final, "parts.vrt")
     try:
         stack_rows(list(zip(paths, tops)), src.width, src.height, src.transform, mosaic)
-        write_cog(mosaic, final, smooth)
+        write_cog(mosaic, publication.staged("output"), smooth, final=final)
     except (RasterioError, OSError) as exc:
         if isinstance(exc, LulcError):
             raise
-        raise OutputError(f"cannot write {final}: {exc}") from exc
+        raise write_error(final, exc) from exc
     finally:
         mosaic.unlink(missing_ok=True)

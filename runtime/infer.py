@@ -22,12 +22,14 @@ import numpy as np
 import rasterio
 from tqdm.auto import tqdm
 
-from lulc.runtime.backends import prepare
+from lulc.runtime.backends import prepare, session_identity
 from lulc.runtime.backends.scene_stride import stride_model, stride_tiles
 from lulc.runtime.core.bundle import Bundle
-from lulc.runtime.core.errors import InputRasterError, Interrupted, SettingError
+from lulc.runtime.core.errors import InputRasterError, Interrupted, NoSpaceError, SettingError
 from lulc.runtime.io.bandstack import write_band_stack
+from lulc.runtime.io.identity import inputs_identity
 from lulc.runtime.io.outputs import check_outputs, locked_all, temp_path
+from lulc.runtime.io.publish import Publication
 from lulc.runtime.io.qgis import sidecar_paths, write_sidecars
 from lulc.runtime.io.quicklook import write_quicklook
 from lulc.runtime.io.rasters import open_input
@@ -103,21 +105,43 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike |
     inputs = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
     final = Path(output_path)
     wanted = {"output": final, **sidecar_paths(final), **({"quicklook": opts.quicklook} if opts.quicklook else {})}
-    paths = check_outputs(wanted, inputs, [bundle.root], opts.overwrite)
+    own = Publication({k: Path(v) for k, v in wanted.items()}).own_outputs() if opts.resume else set()
+    paths = check_outputs(wanted, inputs, [bundle.root], opts.overwrite, own)
     with locked_all(paths.values()):
-        check_outputs(wanted, inputs, [bundle.root], opts.overwrite)  # again, now that no other run can change them
-        if len(inputs) == 1:
-            summary = _run(bundle, inputs[0], inputs, final, opts)
-        else:
-            stacked = temp_path(final, "inputs.vrt")
-            try:
-                summary = _run(bundle, write_band_stack(inputs, stacked), inputs, final, opts)
-            finally:
-                stacked.unlink(missing_ok=True)
-        write_sidecars(final, bundle.manifest.map_classes)
-        if "quicklook" in paths:
-            write_quicklook(final, paths["quicklook"])
+        own = Publication(paths).own_outputs() if opts.resume else set()
+        check_outputs(wanted, inputs, [bundle.root], opts.overwrite, own)  # again, now that no other run can change them
+        publication = Publication(paths)
+        if opts.resume and publication.finish_interrupted():
+            return _completed(final, inputs)
+        try:
+            if len(inputs) == 1:
+                summary = _run(bundle, inputs[0], inputs, publication, opts)
+            else:
+                stacked = temp_path(final, "inputs.vrt")
+                try:
+                    summary = _run(bundle, write_band_stack(inputs, stacked), inputs, publication, opts)
+                finally:
+                    stacked.unlink(missing_ok=True)
+            staged = {what: publication.staged(what) for what in sidecar_paths(final)}
+            write_sidecars(staged, bundle.manifest.map_classes, final)
+            if "quicklook" in paths:
+                write_quicklook(publication.staged("output"), publication.staged("quicklook"), final=paths["quicklook"])
+            publication.commit()
+        except BaseException as exc:
+            publication.discard(work_files=isinstance(exc, NoSpaceError))
+            if isinstance(exc, KeyboardInterrupt):  # the map is classified; only its files were being written
+                raise Interrupted("interrupted while writing the map's files: rerun with --resume to finish them") from None
+            raise
     return summary
+
+
+def _completed(final: Path, inputs: list) -> RunSummary:
+    """The summary of a run whose last renames ``--resume`` completed (no pixel ran now)."""
+    with rasterio.open(final) as src:
+        pixels, tags = src.width * src.height, src.tags()
+    logger.info("%s is complete: the interrupted run had finished it", final)
+    return RunSummary(", ".join(map(str, inputs)), str(final), pixels, 0.0, 0.0, tags.get("LULC_BACKEND", "-"), "-",
+                      tags.get("LULC_PRECISION", "-"), 0, 0, None, peak_rss_mb())
 
 
 def tile_geometry(bundle: Bundle, opts: InferOptions, height: int, width: int) -> tuple[int, int]:
@@ -148,26 +172,28 @@ def tile_geometry(bundle: Bundle, opts: InferOptions, height: int, width: int) -
     return size, overlap
 
 
-def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, opts: InferOptions) -> RunSummary:
+def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, publication: Publication, opts: InferOptions) -> RunSummary:
     """Classify ``source`` (the one input raster, or the VRT stacking ``inputs``) here or, with
-    ``opts.dask``, on a Dask cluster; either way the COG is written here."""
+    ``opts.dask``, on a Dask cluster; either way the COG is staged here for ``publication``."""
     m = bundle.manifest
     t0 = time.perf_counter()
+    final = publication.final
     # A small fixed GDAL block cache: its default (5 % of RAM) would grow with the raster size.
     # Uncompressed GeoTIFFs are read straight into our buffer, bypassing that cache (half the
     # CPU time of a cached read; compressed files ignore the option).
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GTIFF_DIRECT_IO=True), \
             open_input(source, m.input, band_names=opts.band_names, normalization=m.normalization) as src:
         geometry = tile_geometry(bundle, opts, src.height, src.width)
-        key = {"model": bundle.fingerprint(), "input": "+".join(str(Path(p).resolve()) for p in inputs),
+        key = {"model": bundle.fingerprint(), "inputs": inputs_identity(src.files, skip=[source] if len(inputs) > 1 else []),
                "tile": geometry[0], "overlap": geometry[1], "block_px": opts.block_px, "scene_stride": opts.scene_stride,
-               "probabilities": opts.probabilities, "confidence": opts.confidence}
+               "probabilities": opts.probabilities, "confidence": opts.confidence, "band_names": opts.band_names,
+               "requested": [opts.backend, opts.device, opts.precision]}
         if opts.dask:
             from lulc.runtime.distributed import run_parts
 
-            figures = run_parts(bundle, source, final, opts, key, src, geometry)
+            figures = run_parts(bundle, source, publication, opts, key, src, geometry)
         else:
-            figures = _run_here(bundle, src, final, opts, geometry, key)
+            figures = _run_here(bundle, src, publication, opts, geometry, key)
         if not figures["tiles_run"] and not figures["resumed"]:
             raise InputRasterError(f"{Path(str(source)).name if len(inputs) == 1 else 'the input stack'} has no valid "
                                    "pixel (all nodata or NaN): nothing to classify")
@@ -181,34 +207,37 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, final: Path, o
     return summary
 
 
-def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, final: Path, opts: InferOptions, geometry: tuple[int, int],
-              key: dict) -> dict:
-    """The single-process run: stream every block through this process, resumably."""
+def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, publication: Publication, opts: InferOptions,
+              geometry: tuple[int, int], key: dict) -> dict:
+    """The single-process run: stream every block through this process, resumably. The
+    resume state is keyed by everything that decides a pixel (``key``, and the artefact that
+    really runs), so a resume after anything changed starts over."""
     m = bundle.manifest
+    final = publication.final
     t0 = time.perf_counter()
     threading.Thread(target=kernels.warm_up, name="lulc-warm-up", daemon=True).start()
     session = prepare(bundle, opts.backend, opts.device, opts.precision, cores=opts.cores, scene_stride=opts.scene_stride)
     grid, runner = block_runner(bundle, session, src, opts, geometry)
-    resume = ResumeState(final, key)
-    partial = PartialMap(final, src, m.map_classes, opts.probabilities, opts.confidence, map_tags(bundle, session.name, opts.scene_stride))
+    resume = ResumeState(final, {**key, "session": session_identity(bundle, session)})
+    partial = PartialMap(final, src, m.map_classes, opts.probabilities, opts.confidence, map_tags(bundle, session, opts.scene_stride))
     rows_done = _restore(runner, grid, resume, partial) if opts.resume else 0
-    if not rows_done:
-        resume.clear()
-        partial.create()
-    blocks = [b for b in grid.blocks() if b.row >= rows_done]
     try:
+        if not rows_done:
+            resume.clear()
+            partial.create()
+        blocks = [b for b in grid.blocks() if b.row >= rows_done]
         with ThreadPoolExecutor(1, thread_name_prefix="lulc-read") as reader, \
                 ThreadPoolExecutor(1, thread_name_prefix="lulc-write") as writer, \
                 tqdm(total=len(blocks), desc="Classifying blocks", unit="block", disable=not opts.progress) as bar:
             stream_blocks(runner, src, partial, blocks, reader, writer, resume, bar, t0)
         if rows_done or runner.tiles_run:
-            partial.finish()
+            publication.work_files += [partial.path, resume.path]
+            partial.finish(publication.staged("output"))
         else:  # all nodata: the caller says so, and nothing is kept
             resume.clear()
             partial.discard()
     except BaseException as exc:
         _stop(partial, resume, grid, exc)
-    resume.clear()
     return {"backend": session.name, "device": session.device, "precision": session.precision,
             "tiles_run": runner.tiles_run, "tiles_skipped": runner.tiles_skipped, "resumed": bool(rows_done)}
 
@@ -232,13 +261,15 @@ def _restore(runner: BlockRunner, grid: TileGrid, resume: ResumeState, partial: 
 
 
 def _stop(partial: PartialMap, resume: ResumeState, grid: TileGrid, exc: BaseException) -> NoReturn:
-    """Leave a resumable state where finished rows exist, nothing otherwise; re-raise ``exc``
-    (an interrupt as one line saying what can be resumed)."""
-    if resume.exists():
+    """Leave a resumable state where finished rows exist, nothing otherwise (nor after a full
+    disk, whose files would only keep it full); re-raise ``exc`` (an interrupt as one line
+    saying what can be resumed)."""
+    if resume.exists() and not isinstance(exc, NoSpaceError):
         partial.close()
         kept = f"{len(resume.row_crcs)} of {grid.shape[0]} block rows are kept: rerun with --resume to continue"
     else:
         partial.discard()
+        resume.clear()
         kept = "no output was written"
     if isinstance(exc, KeyboardInterrupt):
         raise Interrupted(f"interrupted; {kept}") from None

@@ -33,6 +33,9 @@ class Session:
     device: str = "cpu"
     #: fp32, fp16 or int8: the precision of the artefact that runs
     precision: str = "fp32"
+    #: the bundle artefact that runs (its name in ``bundle.json``): with its checksum, what
+    #: a resumed run must share with the run it continues
+    artifact: str = ""
     #: True: ``run`` takes and returns CUDA device arrays, so the block pipeline keeps its buffers on the GPU
     device_io: bool = False
     #: tiles per model call the session wants (None: the runtime's default for the tile size)
@@ -48,6 +51,14 @@ class Session:
         """``run`` over ``batches``, results in order; a session may run them concurrently and
         return an iterator with a ``close`` that drops the calls not yet started."""
         return map(self.run, batches)
+
+
+def session_identity(bundle: Bundle, session: Session) -> dict:
+    """What decides the session's outputs: the engine, device and precision that run, and the
+    checksum of the artefact they run."""
+    art = bundle.manifest.artifacts.get(session.artifact)
+    return {"backend": session.name, "device": session.device, "precision": session.precision,
+            "artifact": session.artifact, "sha256": art.sha256 if art else None}
 
 
 def run_all(session: Session, batches: Iterable) -> Iterator:
@@ -91,10 +102,12 @@ def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
         from lulc.runtime.backends.keras_backend import KerasSession
 
         session: Session = KerasSession(bundle, device=device)
+        session.artifact = "keras"
     elif backend == "trt":
         from lulc.runtime.backends.trt import open_bundle_engine
 
         session = open_bundle_engine(bundle, device)
+        session.artifact = "trt"
         if precision not in ("auto", session.precision):
             raise BackendUnavailable(f"the bundle's TensorRT engine is {session.precision}, not {precision}; rebuild it "
                                      f"with `lulc export --target trt --precision {precision} {bundle.root}`")
@@ -104,6 +117,7 @@ def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
         on_gpu = device != "cpu" and ort.CUDA in ort.available_providers()
         artifact = stride.artifact if stride else choose_artifact(bundle, precision, on_gpu, engine_usable=False)
         session = ort.OrtSession(bundle, artifact=artifact, device=device, cores=cores)
+        session.artifact = artifact
         session.context_px = stride.context_px if stride else 0
     logger.info("backend %s runs on %s at %s (device %s requested)", session.name, session.device, session.precision, device)
     return session

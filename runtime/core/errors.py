@@ -1,4 +1,7 @@
 """One small error hierarchy; the CLI turns these into one-line messages (exit code 1)."""
+from __future__ import annotations
+
+from collections.abc import Callable
 
 
 class LulcError(Exception):
@@ -15,6 +18,24 @@ class InputRasterError(LulcError, OSError):
 
 class OutputError(LulcError, OSError):
     """The output cannot be written (exists without --overwrite, bad folder, ...)."""
+
+
+class NoSpaceError(OutputError):
+    """The file system of an output ran out of room; nothing of the run is kept.
+
+    The message is made when it is shown (``describe(free)``), after the run has removed its
+    work files, so the free space it names is what the user has to work with."""
+
+    def __init__(self, describe: Callable[[], str]):
+        super().__init__()
+        self.describe = describe
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def __reduce__(self) -> tuple:
+        """Sent between processes (a Dask worker's error) as the line it reads now."""
+        return OutputError, (str(self),)
 
 
 class BackendUnavailable(LulcError):

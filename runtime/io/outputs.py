@@ -13,7 +13,7 @@ import fcntl
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -69,14 +69,17 @@ def check_output(path: PathLike, overwrite: bool, what: str = "output") -> Path:
 
 
 def check_outputs(outputs: dict[str, PathLike], inputs: Iterable[PathLike] = (),
-                  protected: Iterable[PathLike] = (), overwrite: bool = False) -> dict[str, Path]:
+                  protected: Iterable[PathLike] = (), overwrite: bool = False,
+                  own: Collection[Path] = ()) -> dict[str, Path]:
     """Check every output of a run against the others, the inputs and ``protected`` folders
-    (the bundle); returns the outputs as paths, in the order given.
+    (the bundle); returns the outputs as paths, in the order given. ``own``: outputs this
+    same run already put in place before it was interrupted (they exist, yet are no one
+    else's file).
 
     Paths are compared after resolving links and by (device, inode), so a symlink, a
     hard link or a ``./x/../`` spelling of an input is caught too.
     """
-    checked = {what: check_output(path, overwrite, what) for what, path in outputs.items()}
+    checked = {what: check_output(path, overwrite or Path(path) in own, what) for what, path in outputs.items()}
     resolved = {what: p.resolve() for what, p in checked.items()}
     sources = [(Path(p), Path(p).resolve(), _identity(Path(p))) for p in inputs]
     folders = [Path(p).resolve() for p in protected]

@@ -4,7 +4,12 @@ A GeoTIFF has no place for category names: GDAL keeps them in the ``.aux.xml`` s
 (``CategoryNames`` and a raster attribute table, read by GDAL-based tools and QGIS 3.30+),
 and QGIS applies a ``.qml`` style with the same base name as the layer's default style, so
 the legend reads "forest", not "1", with the map's own colours. Both are outputs of the run
-and obey the same rules as the map (checked before work, written atomically).
+and obey the same rules as the map (checked before work, staged, read back and published
+with it: :mod:`lulc.runtime.io.publish`).
+
+The ``.aux.xml`` also carries band 1's colour table: GDAL's COG driver keeps a TIFF colour
+table only in single-band files, so a map with probability bands has its palette there
+(GDAL falls back to this PAM table, and QGIS reads it).
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from lulc.runtime.core.manifest import ClassInfo
-from lulc.runtime.io.outputs import replace_atomically, temp_path
+from lulc.runtime.io.space import write_error
 
 
 def sidecar_paths(final: Path) -> dict[str, Path]:
@@ -25,6 +30,12 @@ def aux_xml(classes: list[ClassInfo]) -> ET.Element:
     values = [c.id for c in classes]
     root = ET.Element("PAMDataset")
     band = ET.SubElement(root, "PAMRasterBand", band="1")
+    ET.SubElement(band, "ColorInterp").text = "Palette"
+    table = ET.SubElement(band, "ColorTable")
+    colors = {c.id: c.color for c in classes}
+    for value in range(max(values) + 1):
+        r, g, b = colors.get(value, (0, 0, 0))
+        ET.SubElement(table, "Entry", c1=str(r), c2=str(g), c3=str(b), c4="255" if value in colors else "0")
     names = ET.SubElement(band, "CategoryNames")
     by_value = {v: c.name for v, c in zip(values, classes)}
     for value in range(max(values) + 1):
@@ -56,13 +67,14 @@ def qml(classes: list[ClassInfo]) -> ET.Element:
     return root
 
 
-def write_sidecars(final: Path, classes: list[ClassInfo]) -> None:
-    """Write the ``.aux.xml`` and ``.qml`` of the class map ``final`` (pixel value = class id)."""
-    paths = sidecar_paths(final)
+def write_sidecars(paths: dict[str, Path], classes: list[ClassInfo], final: Path) -> None:
+    """Write the ``.aux.xml`` and ``.qml`` of the class map ``final`` (pixel value = class id)
+    to ``paths`` (keyed as :func:`sidecar_paths` names them; their staged names), each read
+    back as XML: a failed write is one line about ``final``, and nothing is left."""
     for path, tree in ((paths["category names file"], aux_xml(classes)), (paths["QGIS style"], qml(classes))):
-        staged = temp_path(path, "partial")
         try:
-            ET.ElementTree(tree).write(staged, encoding="utf-8", xml_declaration=True)
-            replace_atomically(staged, path)
-        finally:
-            staged.unlink(missing_ok=True)
+            ET.ElementTree(tree).write(path, encoding="utf-8", xml_declaration=True)
+            ET.parse(path)
+        except (OSError, ET.ParseError) as exc:
+            path.unlink(missing_ok=True)
+            raise write_error(final, exc) from exc

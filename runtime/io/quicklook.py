@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import Resampling
 
 from lulc.runtime.io.mapformat import NODATA_CLASS
-from lulc.runtime.io.outputs import replace_atomically, temp_path
+from lulc.runtime.io.space import write_error
 
 SWATCH = 12  # px side of a legend colour box
 LINE = 16  # px per legend line
@@ -54,9 +54,11 @@ def legend(image: Image.Image, entries: list[tuple[str, tuple[int, ...]]]) -> Im
     return out
 
 
-def write_quicklook(class_map: str | os.PathLike, png: str | os.PathLike, max_side: int = 2048) -> None:
+def write_quicklook(class_map: str | os.PathLike, png: str | os.PathLike, max_side: int = 2048,
+                    final: str | os.PathLike | None = None) -> None:
     """Write a downsampled RGBA preview (nodata transparent), read from the COG's overviews,
-    with a legend of the classes present."""
+    with a legend of the classes present, and read it back (a failure names ``final``, the
+    PNG's published name, and leaves nothing)."""
     png = Path(png)
     with rasterio.open(class_map) as src:
         scale = max(src.width, src.height) / max_side
@@ -66,9 +68,10 @@ def write_quicklook(class_map: str | os.PathLike, png: str | os.PathLike, max_si
     lut[NODATA_CLASS] = (0, 0, 0, 0)
     present = [int(v) for v in np.unique(classes) if v != NODATA_CLASS]
     image = legend(Image.fromarray(lut[classes], mode="RGBA"), [(names.get(v, str(v)), tuple(lut[v])) for v in present])
-    staged = temp_path(png, "partial.png")
     try:
-        image.save(staged, format="PNG")
-        replace_atomically(staged, png)
-    finally:
-        staged.unlink(missing_ok=True)
+        image.save(png, format="PNG")
+        with Image.open(png) as written:
+            written.load()
+    except OSError as exc:
+        png.unlink(missing_ok=True)
+        raise write_error(Path(final or png), exc) from exc

@@ -21,15 +21,22 @@ from pathlib import Path
 import numpy as np
 
 from lulc.runtime.io.outputs import replace_atomically, temp_path
+from lulc.runtime.io.space import write_error
 
 logger = logging.getLogger(__name__)
 
 
-def _write_durably(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` a temporary sibling, then fsync it and rename it over ``path``."""
+def _write_durably(path: Path, final: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a temporary sibling, then fsync it and rename it over ``path``; a failure
+    (a full disk) leaves no temporary file and is one line about ``final``."""
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    replace_atomically(tmp, path)
+    try:
+        write(tmp)
+        replace_atomically(tmp, path)
+    except OSError as exc:
+        raise write_error(final, exc) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def crc_bands(bands: Iterable[np.ndarray], crc: int = 0) -> int:
@@ -43,6 +50,7 @@ class ResumeState:
     """The hidden ``.NAME.resume.npz`` beside an output: one file, so it is replaced in one rename."""
 
     def __init__(self, final: Path, key: dict):
+        self.final = final
         self.path = temp_path(final, "resume.npz")
         self.key = json.dumps(key, sort_keys=True)
         self.row_crcs: list[int] = []
@@ -82,7 +90,7 @@ class ResumeState:
                 np.savez(fh, key=np.array(self.key), rows_done=np.int64(rows_done),
                          row_crcs=np.array(self.row_crcs, dtype=np.int64), strip=pending[:, :, x0:x1], x0=np.int64(x0))
 
-        _write_durably(self.path, write)
+        _write_durably(self.path, self.final, write)
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)

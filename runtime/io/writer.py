@@ -1,7 +1,9 @@
-"""Class-map output: written under a temporary name, turned into a COG, renamed when complete.
+"""Class-map output: written under a temporary name, turned into a COG, verified, then published.
 
-A crash, a bad block or Ctrl-C leaves nothing at the final path (the temporary files are
-removed), so a half-written map can never be mistaken for a result.
+A crash, a bad block, a full disk or Ctrl-C leaves nothing at the final path, so a
+half-written map can never be mistaken for a result: every GDAL write is watched for errors
+GDAL reports without raising (:mod:`lulc.runtime.io.gdal_errors`), and the COG is read back
+block by block, overviews included, before :mod:`lulc.runtime.io.publish` renames it.
 """
 from __future__ import annotations
 
@@ -19,15 +21,19 @@ from rasterio.errors import RasterioError
 from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
+from lulc.runtime.backends import session_identity
 from lulc.runtime.core.errors import LulcError, OutputError
 from lulc.runtime.core.manifest import ClassInfo
+from lulc.runtime.io.gdal_errors import captured
 from lulc.runtime.io.mapformat import NODATA_CLASS, PROB_SCALE, band_layout
 from lulc.runtime.io.outputs import replace_atomically, temp_path
-from lulc.runtime.io.overviews import level_paths, write_levels
+from lulc.runtime.io.overviews import level_paths, overview_sizes, write_levels
 from lulc.runtime.io.resume import crc_bands
+from lulc.runtime.io.space import require_space, write_error
 from lulc.runtime.io.vrt import with_overviews
 
 if TYPE_CHECKING:
+    from lulc.runtime.backends import Session
     from lulc.runtime.core.bundle import Bundle
 
 T = TypeVar("T")
@@ -55,9 +61,25 @@ class PartialMap:
         self.dst: rasterio.io.DatasetWriter | None = None
         self.row_crc = 0  # CRC of the pixels written since the last sync
 
+    @property
+    def work_bytes(self) -> int:
+        """Bytes of the uncompressed partial map and its overview levels, which exist together
+        while the COG is written (512 px tiles, whole tiles on disk)."""
+        width, height = self.profile["width"], self.profile["height"]
+        sizes = [(width, height), *overview_sizes(width, height)]
+        return sum(-(-w // 512) * -(-h // 512) for w, h in sizes) * 512**2 * len(self.names)
+
+    @property
+    def need(self) -> int:
+        """Bytes the map needs beside its folder at most: the work files and a COG no larger."""
+        return 2 * self.work_bytes
+
     def create(self) -> None:
-        """Start an empty partial map (any previous one is replaced)."""
-        self.dst = _output_call(self.final, rasterio.open, self.path, "w", **self.profile)
+        """Start an empty partial map (any previous one is replaced), once the disk has room
+        for it and its overviews: a run that cannot finish is refused before any work."""
+        self.path.unlink(missing_ok=True)
+        require_space(self.final, self.work_bytes)
+        self.dst = _output_call(self.final, rasterio.open, self.path, "w", need=self.need, **self.profile)
         _describe(self.dst, self.classes, self.names, self.tags)
 
     def reopen(self, windows: list[list[Window]], crcs: list[int]) -> bool:
@@ -86,19 +108,19 @@ class PartialMap:
         """Write a block's bands (blocks of a row in raster order, one writer thread)."""
         dst = self._open()
         for i, band in enumerate(bands, start=1):
-            _output_call(self.final, dst.write, band, i, window=window)
+            _output_call(self.final, dst.write, band, i, window=window, need=self.need)
         self.row_crc = crc_bands(bands, self.row_crc)
 
     def sync(self) -> int:
         """Put everything written so far on disk; returns the CRC of the pixels written since
         the last sync, for the resume state to verify them by."""
-        _output_call(self.final, self.close)
+        _output_call(self.final, self.close, need=self.need)
         fd = os.open(self.path, os.O_RDONLY)
         try:
-            _output_call(self.final, os.fsync, fd)
+            _output_call(self.final, os.fsync, fd, need=self.need)
         finally:
             os.close(fd)
-        self.dst = _output_call(self.final, rasterio.open, self.path, "r+")
+        self.dst = _output_call(self.final, rasterio.open, self.path, "r+", need=self.need)
         crc, self.row_crc = self.row_crc, 0
         return crc
 
@@ -106,11 +128,11 @@ class PartialMap:
         if self.dst is not None and not self.dst.closed:
             self.dst.close()
 
-    def finish(self) -> None:
-        """Close, convert into the COG at the final path (atomically) and drop the partial map."""
-        _output_call(self.final, self.close)
-        _output_call(self.final, write_cog, self.path, self.final, smooth=len(self.names) > 1)
-        self.path.unlink(missing_ok=True)
+    def finish(self, staged: Path) -> None:
+        """Close and convert into the verified COG ``staged`` (published later, with the run's
+        other outputs); the partial map stays until then, so a kill before can still resume."""
+        _output_call(self.final, self.close, need=self.need)
+        write_cog(self.path, staged, smooth=len(self.names) > 1, final=self.final, need=self.need)
 
     def discard(self) -> None:
         self.close()
@@ -125,10 +147,13 @@ def identity_tags(bundle: Bundle, scene_stride: int | None = None) -> dict[str, 
     return {"LULC_MODEL": bundle.fingerprint(), **cell}
 
 
-def map_tags(bundle: Bundle, backend: str, scene_stride: int | None = None) -> dict[str, str]:
-    """Dataset tags of every class map: what made it (a distributed run writes the same)."""
+def map_tags(bundle: Bundle, session: Session, scene_stride: int | None = None) -> dict[str, str]:
+    """Dataset tags of every class map: what made it (a distributed run writes the same),
+    down to the checksum of the artefact that ran."""
     m = bundle.manifest
-    return {"LULC_BUNDLE": m.architecture, "LULC_TASK": m.task, "LULC_BACKEND": backend,
+    ran = session_identity(bundle, session)
+    return {"LULC_BUNDLE": m.architecture, "LULC_TASK": m.task, "LULC_BACKEND": session.name,
+            "LULC_PRECISION": session.precision, "LULC_ARTIFACT": str(ran["sha256"] or ""),
             **identity_tags(bundle, scene_stride)}
 
 
@@ -156,31 +181,39 @@ class PartMap(PartialMap):
     def sync(self) -> int:
         return 0  # a part is all or nothing: nothing to make durable before it is complete
 
-    def finish(self) -> None:
-        _output_call(self.final, self.close)
-        replace_atomically(self.path, self.final)
+    def finish(self, staged: Path | None = None) -> None:
+        """Close, read the part back whole, and rename it to its final name."""
+        _output_call(self.final, self.close, need=self.need)
+        _output_call(self.final, verify_raster, self.path, need=self.need)
+        _output_call(self.final, replace_atomically, self.path, self.final, need=self.need)
 
 
-def _output_call(final: Path, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a GDAL write; a failure names its cause (e.g. the disk is full), not rasterio's
-    "see previous exception"."""
-    try:
-        return call(*args, **kwargs)
-    except (RasterioError, OSError) as exc:
-        if isinstance(exc, LulcError):
-            raise
-        raise OutputError(f"cannot write {final}: {_write_failure(final.parent, exc)}") from exc
+def _output_call(final: Path, call: Callable[..., T], *args: Any, need: int | None = None, **kwargs: Any) -> T:
+    """Run a GDAL write of ``final``'s files: an exception, or an error GDAL or libtiff only
+    reported, is one line naming its cause (a full disk as such, with ``need`` bytes), not
+    rasterio's "see previous exception"."""
+    with captured() as errors:
+        try:
+            result = call(*args, **kwargs)
+        except (RasterioError, OSError) as exc:
+            if isinstance(exc, LulcError):
+                raise
+            raise write_error(final, exc, need) from exc
+        failure = errors.failed()
+    if failure:
+        raise write_error(final, failure, need)
+    return result
 
 
-def _write_failure(folder: Path, exc: BaseException) -> str:
-    """Why a write failed: GDAL reports a full disk as a failed block write, so look."""
-    try:
-        fs = os.statvfs(folder)
-        if fs.f_bavail * fs.f_frsize < 2**20:
-            return f"no space left on the device of {folder}"
-    except (OSError, AttributeError):  # no statvfs on Windows
-        pass
-    return str(exc.__context__ or exc)
+def verify_raster(path: Path) -> None:
+    """Read every block of every band of ``path``, and of each of its overviews: a file cut
+    short or left with a broken tile by a failed write raises here, before anyone sees it."""
+    with rasterio.open(path) as src:
+        levels = len(src.overviews(1))
+    for level in [{}, *({"OVERVIEW_LEVEL": n} for n in range(levels))]:
+        with rasterio.open(path, **level) as src:
+            for _, window in src.block_windows(1):
+                src.read(window=window)
 
 
 def _describe(dst: rasterio.io.DatasetWriter, classes: list[ClassInfo], names: list[str], tags: dict[str, str]) -> None:
@@ -201,33 +234,32 @@ def _describe(dst: rasterio.io.DatasetWriter, classes: list[ClassInfo], names: l
             dst.update_tags(i, SCALE=f"1/{PROB_SCALE}", NODATA=str(NODATA_CLASS))
 
 
-def write_cog(work: Path, final: Path, smooth: bool) -> None:
-    """Compress into a Cloud-Optimised GeoTIFF next to ``final``, then rename into place.
+def write_cog(work: Path, staged: Path, smooth: bool, final: Path | None = None, need: int | None = None) -> None:
+    """Compress ``work`` into the Cloud-Optimised GeoTIFF ``staged`` and read it back whole
+    (failures name ``final``, the map it becomes, and the ``need`` bytes of a full disk).
 
     Overviews are the mode of each 2 x 2 cell (:mod:`lulc.runtime.io.overviews`). Horizontal
     differencing (predictor 2) shrinks the smooth probability bands but grows a class band,
     whose neighbouring ids have no numeric relation: without it the sample scene's class map
     is 13 % smaller (108 vs 124 KB) and compresses faster.
     """
-    staged = temp_path(final, "cog.tif")
-    vrt = temp_path(final, "partial.vrt")
+    final = final or staged
+    vrt = temp_path(staged, "partial.vrt")
     levels = level_paths(work)
     try:
-        write_levels(work, levels)
-        rio_copy(
-            str(with_overviews(work, levels, vrt) if levels else work),
-            str(staged),
-            driver="COG",
-            compress="DEFLATE",
-            predictor="STANDARD" if smooth else "NO",
-            overviews="FORCE_USE_EXISTING",
-            blocksize=512,
-            BIGTIFF="IF_SAFER",
-            NUM_THREADS="ALL_CPUS",  # the model is done by now: compress on every core
-        )
-        replace_atomically(staged, final)
+        _output_call(final, write_levels, work, levels, need=need)
+        source = _output_call(final, with_overviews, work, levels, vrt, need=need) if levels else work
+        _output_call(final, rio_copy, str(source), str(staged),
+                     driver="COG", compress="DEFLATE", predictor="STANDARD" if smooth else "NO",
+                     overviews="FORCE_USE_EXISTING", blocksize=512, BIGTIFF="IF_SAFER",
+                     NUM_THREADS="ALL_CPUS",  # the model is done by now: compress on every core
+                     need=need)
+        _output_call(final, verify_raster, staged, need=need)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
     finally:
-        for path in (staged, vrt, *levels):
+        for path in (vrt, *levels):
             path.unlink(missing_ok=True)
 
 
