@@ -228,6 +228,7 @@ def run_parts(bundle: Bundle, source: str | os.PathLike, publication: Publicatio
     if figures["tiles_run"] or figures["resumed"]:  # else all nodata: the caller says so
         smooth = opts.probabilities or opts.confidence
         publication.work_files.append(parts)
+        publication.need = 2 * sum(p.stat().st_size for p in paths if p.exists())
         assemble(publication, src, paths, [grid.block(r0, 0).y0 for r0, _ in plan], smooth)
     else:
         shutil.rmtree(parts, ignore_errors=True)
@@ -280,10 +281,10 @@ def assemble(publication: Publication, src: rasterio.io.DatasetReader, paths: li
     mosaic = temp_path(final, "parts.vrt")
     try:
         stack_rows(list(zip(paths, tops)), src.width, src.height, src.transform, mosaic)
-        write_cog(mosaic, publication.staged("output"), smooth, final=final)
+        write_cog(mosaic, publication.staged("output"), smooth, final=final, need=publication.need)
     except (RasterioError, OSError) as exc:
         if isinstance(exc, LulcError):
             raise
-        raise write_error(final, exc) from exc
+        raise write_error(final, exc, publication.need) from exc
     finally:
         mosaic.unlink(missing_ok=True)

@@ -33,6 +33,7 @@ from lulc.runtime.io.publish import Publication
 from lulc.runtime.io.qgis import sidecar_paths, write_sidecars
 from lulc.runtime.io.quicklook import write_quicklook
 from lulc.runtime.io.rasters import open_input
+from lulc.runtime.io.space import no_space
 from lulc.runtime.io.resume import ResumeState
 from lulc.runtime.io.writer import PartialMap, map_tags
 from lulc.runtime.kernels import cpu as kernels
@@ -123,12 +124,15 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike |
                 finally:
                     stacked.unlink(missing_ok=True)
             staged = {what: publication.staged(what) for what in sidecar_paths(final)}
-            write_sidecars(staged, bundle.manifest.map_classes, final)
+            write_sidecars(staged, bundle.manifest.map_classes, final, publication.need)
             if "quicklook" in paths:
-                write_quicklook(publication.staged("output"), publication.staged("quicklook"), final=paths["quicklook"])
+                write_quicklook(publication.staged("output"), publication.staged("quicklook"), final=paths["quicklook"],
+                                need=publication.need)
             publication.commit()
         except BaseException as exc:
             publication.discard(work_files=isinstance(exc, NoSpaceError))
+            if isinstance(exc, NoSpaceError) and exc.need is None and publication.need:
+                raise no_space(Path(str(exc.final)), publication.need) from None  # with what the run needs
             if isinstance(exc, KeyboardInterrupt):  # the map is classified; only its files were being written
                 raise Interrupted("interrupted while writing the map's files: rerun with --resume to finish them") from None
             raise
@@ -220,6 +224,7 @@ def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, publication: Publi
     grid, runner = block_runner(bundle, session, src, opts, geometry)
     resume = ResumeState(final, {**key, "session": session_identity(bundle, session)})
     partial = PartialMap(final, src, m.map_classes, opts.probabilities, opts.confidence, map_tags(bundle, session, opts.scene_stride))
+    publication.need = partial.need
     rows_done = _restore(runner, grid, resume, partial) if opts.resume else 0
     try:
         if not rows_done:

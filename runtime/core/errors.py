@@ -26,9 +26,9 @@ class NoSpaceError(OutputError):
     The message is made when it is shown (``describe(free)``), after the run has removed its
     work files, so the free space it names is what the user has to work with."""
 
-    def __init__(self, describe: Callable[[], str]):
+    def __init__(self, describe: Callable[[], str], final: object = None, need: int | None = None):
         super().__init__()
-        self.describe = describe
+        self.describe, self.final, self.need = describe, final, need
 
     def __str__(self) -> str:
         return self.describe()

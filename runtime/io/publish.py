@@ -50,6 +50,8 @@ class Publication:
         self.record = temp_path(self.final, "publish.json")
         #: work files of the run, dropped once the record is written
         self.work_files: list[Path] = []
+        #: bytes the run needs beside its outputs at most (for the line a full disk gives)
+        self.need: int | None = None
 
     def staged(self, what: str) -> Path:
         """Where output ``what`` is written before it is published."""
@@ -68,7 +70,7 @@ class Publication:
             replace_atomically(staged, self.record)
         except OSError as exc:
             staged.unlink(missing_ok=True)
-            raise write_error(self.final, exc) from exc
+            raise write_error(self.final, exc, self.need) from exc
         self._finish(entries)
 
     def _finish(self, entries: list[dict]) -> None:

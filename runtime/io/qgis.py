@@ -67,7 +67,7 @@ def qml(classes: list[ClassInfo]) -> ET.Element:
     return root
 
 
-def write_sidecars(paths: dict[str, Path], classes: list[ClassInfo], final: Path) -> None:
+def write_sidecars(paths: dict[str, Path], classes: list[ClassInfo], final: Path, need: int | None = None) -> None:
     """Write the ``.aux.xml`` and ``.qml`` of the class map ``final`` (pixel value = class id)
     to ``paths`` (keyed as :func:`sidecar_paths` names them; their staged names), each read
     back as XML: a failed write is one line about ``final``, and nothing is left."""
@@ -77,4 +77,4 @@ def write_sidecars(paths: dict[str, Path], classes: list[ClassInfo], final: Path
             ET.parse(path)
         except (OSError, ET.ParseError) as exc:
             path.unlink(missing_ok=True)
-            raise write_error(final, exc) from exc
+            raise write_error(final, exc, need) from exc

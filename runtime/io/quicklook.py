@@ -55,7 +55,7 @@ def legend(image: Image.Image, entries: list[tuple[str, tuple[int, ...]]]) -> Im
 
 
 def write_quicklook(class_map: str | os.PathLike, png: str | os.PathLike, max_side: int = 2048,
-                    final: str | os.PathLike | None = None) -> None:
+                    final: str | os.PathLike | None = None, need: int | None = None) -> None:
     """Write a downsampled RGBA preview (nodata transparent), read from the COG's overviews,
     with a legend of the classes present, and read it back (a failure names ``final``, the
     PNG's published name, and leaves nothing)."""
@@ -74,4 +74,4 @@ def write_quicklook(class_map: str | os.PathLike, png: str | os.PathLike, max_si
             written.load()
     except OSError as exc:
         png.unlink(missing_ok=True)
-        raise write_error(Path(final or png), exc) from exc
+        raise write_error(Path(final or png), exc, need) from exc

@@ -82,7 +82,7 @@ def no_space(final: Path, need: int | None) -> NoSpaceError:
         needs = f"; the run needs up to {size_text(need)} there" if need else ""
         return f"cannot write {final}: no space left on {where} ({have}{needs}); free some space and run again"
 
-    return NoSpaceError(describe)
+    return NoSpaceError(describe, final, need)
 
 
 def write_error(final: Path, cause: BaseException | str, need: int | None = None) -> OutputError:
