@@ -3,28 +3,32 @@
 A STAC Item (or ItemCollection) names its bands as asset keys or ``eo:bands`` names; the
 assets matching the bundle's band names are stacked in the bundle's order in a VRT (no
 pixel copy) and classified like any raster, so a catalogue search result is a batch job
-as it stands. Maps go to ``OUTDIR/<input stem>.tif`` or ``OUTDIR/<item id>.tif``; a map
-already there from the same model is kept (a rerun resumes the batch). With ``--dask``
+as it stands (:mod:`lulc.runtime.io.stac`: where a file names its own bands, those names
+win over the item's). Maps go to ``OUTDIR/<input stem>.tif`` or ``OUTDIR/<item id>.tif``; a
+map already there from the same model is kept (a rerun resumes the batch). With ``--dask``
 each map is one task on the cluster; without, they run one after another here.
+
+One broken input does not stop the others: every map that can be made is made, each failure
+is one line, and the batch tells how many of its maps exist at the end.
 """
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
-import urllib.request
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
 
 import rasterio
 from tqdm.auto import tqdm
 
 from lulc.runtime.core.bundle import Bundle
-from lulc.runtime.core.errors import InputRasterError, OutputError
+from lulc.runtime.core.errors import InputRasterError, LulcError, OutputError
 from lulc.runtime.infer import InferOptions, RunSummary, run_inference
+from lulc.runtime.io.bandstack import write_band_stack
 from lulc.runtime.io.mapformat import band_layout
+from lulc.runtime.io.outputs import temp_path
+from lulc.runtime.io.stac import StacStack, check_files, is_url, item_id, item_stack, items, read_json
 from lulc.runtime.io.writer import identity_tags
 
 logger = logging.getLogger(__name__)
@@ -36,82 +40,65 @@ class Job:
 
     name: str
     inputs: tuple[str, ...]
-    #: STAC stacks are matched by asset name, so the files' own band names are not checked
-    band_names: str | None = None
+    #: a STAC item's stack, whose files are checked against the item before they run
+    stac: StacStack | None = None
 
 
-def _is_url(text: str) -> bool:
-    return urlsplit(text).scheme in ("http", "https")
+@dataclass
+class BatchResult:
+    """What a batch made: the maps in OUTDIR (written or kept) and one line per failed input."""
+
+    maps: list[str] = field(default_factory=list)
+    kept: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.maps) + len(self.failures)
 
 
-def _read_json(source: str) -> dict:
-    try:
-        if _is_url(source):
-            with urllib.request.urlopen(source, timeout=30) as response:  # noqa: S310 (user-given http(s) URL)
-                return json.loads(response.read())
-        return json.loads(Path(source).read_text())
-    except (OSError, ValueError) as exc:
-        raise InputRasterError(f"cannot read STAC JSON {source}: {exc}") from None
-
-
-def _href(item_source: str, href: str) -> str:
-    """An asset's href as GDAL opens it: relative to the item, http(s) through /vsicurl/."""
-    if _is_url(href) or _is_url(item_source):
-        url = urljoin(item_source, href)
-        return f"/vsicurl/{url}" if _is_url(url) else url
-    return href if os.path.isabs(href) else str(Path(item_source).resolve().parent / href)
-
-
-def _asset_bands(asset: dict) -> list[str]:
-    """Band names an asset declares (STAC 1.0 ``eo:bands`` or 1.1 ``bands``)."""
-    declared = asset.get("eo:bands") or asset.get("bands") or []
-    return [str(b.get("name") or b.get("common_name") or "").lower() for b in declared if isinstance(b, dict)]
-
-
-def stac_job(item: dict, source: str, bands: list[str]) -> Job:
-    """The stack of ``item``'s assets in the bundle's band order (one asset holding all the
-    bands in order is used as it is); a missing band is a one-line error naming it."""
-    item_id = str(item.get("id") or "").strip()
-    if not item_id or "/" in item_id or item_id.startswith("."):
-        raise InputRasterError(f"STAC item in {source} has no usable id (got {item_id!r})")
-    assets = {k: a for k, a in (item.get("assets") or {}).items() if isinstance(a, dict) and a.get("href")}
-    wanted = [b.lower() for b in bands]
-    for asset in assets.values():
-        if _asset_bands(asset) == wanted:
-            return Job(item_id, (_href(source, asset["href"]),), "ignore")
-    hrefs = []
-    for band in wanted:
-        match = [a for k, a in assets.items() if k.lower() == band or _asset_bands(a) == [band]]
-        if not match:
-            raise InputRasterError(f"STAC item {item_id} has no asset for band {band} "
-                                   f"(assets: {', '.join(assets) or 'none'}); the model needs {', '.join(bands)}")
-        hrefs.append(_href(source, match[0]["href"]))
-    return Job(item_id, tuple(hrefs), "ignore")
-
-
-def expand_inputs(inputs: list[str], bands: list[str]) -> list[Job]:
-    """Rasters, globs and STAC Item / ItemCollection JSON (files or URLs) -> jobs."""
+def expand_inputs(inputs: list[str], bands: list[str]) -> tuple[list[Job], list[str]]:
+    """Rasters, globs and STAC Item / ItemCollection JSON (files or URLs) -> jobs, and one line
+    for each input or item that cannot become a job (it fails alone)."""
     jobs: list[Job] = []
+    failures: list[str] = []
     for given in inputs:
-        if given.lower().endswith(".json") or _is_url(given):
-            doc = _read_json(given)
-            items = doc.get("features", []) if doc.get("type") == "FeatureCollection" else [doc]
-            if not items or not all(isinstance(i, dict) and i.get("type") == "Feature" for i in items):
-                raise InputRasterError(f"{given} is not a STAC Item or ItemCollection")
-            jobs += [stac_job(item, given, bands) for item in items]
-        elif glob.has_magic(given):
-            matches = sorted(glob.glob(given))
-            if not matches:
-                raise InputRasterError(f"no file matches {given}")
-            jobs += [Job(Path(m).stem, (m,)) for m in matches]
-        else:
-            jobs.append(Job(Path(given).stem, (given,)))
+        try:
+            if given.lower().endswith(".json") or is_url(given):
+                for n, item in enumerate(items(read_json(given), given)):
+                    try:
+                        stack = item_stack(item, given, bands)
+                        jobs.append(Job(stack.item_id, stack.hrefs, stack))
+                    except LulcError as exc:
+                        failures.append(_failure(_item_label(item, given, n), exc))
+            elif glob.has_magic(given):
+                matches = sorted(glob.glob(given))
+                if not matches:
+                    raise InputRasterError(f"no file matches {given}")
+                jobs += [Job(Path(m).stem, (m,)) for m in matches]
+            else:
+                jobs.append(Job(Path(given).stem, (given,)))
+        except LulcError as exc:
+            failures.append(_failure(given, exc))
     names = [j.name for j in jobs]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise InputRasterError(f"several inputs would write the same map ({', '.join(twice)}.tif); rename them "
                                "or run them as separate batches")
-    return jobs
+    return jobs, failures
+
+
+def _item_label(item: dict, source: str, n: int) -> str:
+    try:
+        return item_id(item, source)
+    except LulcError:
+        return f"{source} item {n + 1}"
+
+
+def _failure(what: str, exc: BaseException) -> str:
+    """One line for an input that gave no map."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if what in text else f"{what}: {text}"
 
 
 def finished(path: Path, bundle: Bundle, opts: InferOptions) -> bool:
@@ -133,8 +120,23 @@ def run_job(bundle_dir: str, job: Job, output: str, opts: InferOptions) -> RunSu
         from lulc.runtime.distributed import one_at_a_time, worker_threads
 
         with one_at_a_time():
-            return run_inference(bundle_dir, list(job.inputs), output, replace(opts, cores=worker_threads()))
-    return run_inference(bundle_dir, list(job.inputs), output, opts)
+            return _run_job(bundle_dir, job, output, replace(opts, cores=worker_threads()))
+    return _run_job(bundle_dir, job, output, opts)
+
+
+def _run_job(bundle_dir: str, job: Job, output: str, opts: InferOptions) -> RunSummary:
+    """A STAC stack is checked against its item first, then stacked under the bands' names
+    in a hidden VRT beside the map (removed afterwards)."""
+    if job.stac is None:
+        return run_inference(bundle_dir, list(job.inputs), output, opts)
+    names = check_files(job.stac, opts.band_names)
+    if len(job.inputs) == 1:
+        return run_inference(bundle_dir, job.inputs[0], output, opts)
+    stacked = temp_path(Path(output), "stac.vrt")
+    try:
+        return run_inference(bundle_dir, write_band_stack(job.inputs, stacked, names), output, opts)
+    finally:
+        stacked.unlink(missing_ok=True)
 
 
 def _on_dask_worker() -> bool:
@@ -147,46 +149,75 @@ def _on_dask_worker() -> bool:
     return True
 
 
-def run_batch(bundle_dir: str | os.PathLike, inputs: list[str], outdir: str | os.PathLike, opts: InferOptions) -> list[str]:
-    """Classify every input into ``outdir``; returns the maps written (or kept) in input order."""
+def run_batch(bundle_dir: str | os.PathLike, inputs: list[str], outdir: str | os.PathLike, opts: InferOptions) -> BatchResult:
+    """Classify every input into ``outdir`` that can be classified; the result lists the maps
+    written or kept (in input order) and a line for each input that failed. A folder this
+    batch created is removed again when no map went into it."""
     bundle = Bundle.load(bundle_dir)
-    jobs = expand_inputs(inputs, bundle.manifest.input.bands)
+    jobs, failures = expand_inputs(inputs, bundle.manifest.input.bands)
     out = Path(outdir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"-o {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    created = [p for p in (out, *out.parents) if not p.exists()]  # the folders this batch may create
+    result = BatchResult(failures=failures)
     todo = []
-    for job in jobs:
-        target = out / f"{job.name}.tif"
-        if target.exists() and not opts.overwrite and finished(target, bundle, opts):
-            logger.info("%s is already done; kept", target)
-            continue
-        todo.append((job, target))
-    each = replace(opts, progress=False, quicklook=None)
-    if opts.dask:
-        _on_cluster(str(bundle.root.resolve()), todo, replace(each, dask=None), opts.dask, opts.progress)
-    else:
-        for job, target in tqdm(todo, desc="Classifying maps", unit="map", disable=not opts.progress):
-            run_job(str(bundle.root), job, str(target), replace(each, band_names=job.band_names or opts.band_names))
-    return [str(out / f"{job.name}.tif") for job in jobs]
+    try:
+        if jobs:
+            out.mkdir(parents=True, exist_ok=True)
+        for job in jobs:
+            target = out / f"{job.name}.tif"
+            if target.exists() and not opts.overwrite and finished(target, bundle, opts):
+                logger.info("%s is already done; kept", target)
+                result.kept += 1
+                continue
+            todo.append((job, target))
+        each = replace(opts, progress=False, quicklook=None)
+        if opts.dask:
+            done = _on_cluster(str(bundle.root.resolve()), todo, replace(each, dask=None), opts.dask, opts.progress)
+        else:
+            done = {}
+            for job, target in tqdm(todo, desc="Classifying maps", unit="map", disable=not opts.progress):
+                try:
+                    run_job(str(bundle.root), job, str(target), each)
+                    done[job.name] = None
+                except LulcError as exc:
+                    done[job.name] = _failure(job.name, exc)
+    finally:
+        for folder in created:  # innermost first, while they are empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+    for job in jobs:  # a kept map is not in ``done``: it counts as made
+        failure = done.get(job.name)
+        if failure:
+            result.failures.append(failure)
+        else:
+            result.maps.append(str(out / f"{job.name}.tif"))
+    return result
 
 
-def _on_cluster(bundle_dir: str, todo: list[tuple[Job, Path]], opts: InferOptions, address: str, progress: bool) -> None:
-    """One task per map; one progress bar fed from the scheduler; Ctrl-C cancels the rest."""
+def _on_cluster(bundle_dir: str, todo: list[tuple[Job, Path]], opts: InferOptions, address: str,
+                progress: bool) -> dict[str, str | None]:
+    """One task per map; one progress bar fed from the scheduler; Ctrl-C cancels the rest.
+    Returns each map's failure line (None: written); a failed map does not stop the others."""
     from distributed import as_completed
 
     from lulc.runtime.distributed import dask_client
 
+    done: dict[str, str | None] = {}
     with dask_client(address) as client:
-        futures = [client.submit(run_job, bundle_dir, job, str(target.resolve()),
-                                 replace(opts, band_names=job.band_names or opts.band_names),
-                                 key=f"lulc-map-{job.name}-{os.getpid()}", retries=3, pure=False)
-                   for job, target in todo]
+        futures = {client.submit(run_job, bundle_dir, job, str(target.resolve()), opts,
+                                 key=f"lulc-map-{job.name}-{os.getpid()}", retries=3, pure=False): job.name
+                   for job, target in todo}
         try:
             with tqdm(total=len(futures), desc="Classifying maps", unit="map", disable=not progress) as bar:
                 for future in as_completed(futures):
-                    future.result()
+                    try:
+                        future.result()
+                        done[futures[future]] = None
+                    except Exception as exc:  # noqa: BLE001 (a lost worker or a map's own error: that map failed)
+                        done[futures[future]] = _failure(futures[future], exc)
                     bar.update(1)
         except BaseException:
-            client.cancel(futures)
+            client.cancel(list(futures))
             raise
+    return done

@@ -195,12 +195,19 @@ def batch(bundle: str, inputs: tuple[str, ...], output: str, **options: Any) -> 
     """Classify many INPUTS with BUNDLE, one map each: rasters, globs ('tiles/*.tif', quoted) or
     STAC Item / ItemCollection JSON files or URLs whose assets carry the bundle's bands.
 
-    A map already in OUTDIR from the same model is kept, so a rerun finishes an interrupted batch.
+    A map already in OUTDIR from the same model is kept, so a rerun finishes an interrupted
+    batch. An input that fails is one line and does not stop the others; the exit code is 1
+    when any failed.
     """
     from lulc.runtime.batch import run_batch
 
-    maps = run_batch(bundle, list(inputs), output, infer_options(**options))
-    click.echo(f"{len(maps)} maps in {output}", err=True)
+    result = run_batch(bundle, list(inputs), output, infer_options(**options))
+    for line in result.failures:
+        click.echo(f"Error: {line}", err=True)
+    kept = f" ({result.kept} kept from an earlier run)" if result.kept else ""
+    click.echo(f"{len(result.maps)} of {result.total} maps written to {output}{kept}", err=True)
+    if result.failures:
+        raise SystemExit(1)
 
 
 def infer_main() -> None:

@@ -33,8 +33,8 @@ from lulc.runtime.io.publish import Publication
 from lulc.runtime.io.qgis import sidecar_paths, write_sidecars
 from lulc.runtime.io.quicklook import write_quicklook
 from lulc.runtime.io.rasters import open_input
-from lulc.runtime.io.space import no_space
 from lulc.runtime.io.resume import ResumeState
+from lulc.runtime.io.space import no_space
 from lulc.runtime.io.writer import PartialMap, map_tags
 from lulc.runtime.kernels import cpu as kernels
 from lulc.runtime.pipeline import BlockRunner, block_runner, block_window, stream_blocks

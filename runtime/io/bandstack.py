@@ -42,9 +42,10 @@ def stack_band_names(sources: Sequence[rasterio.io.DatasetReader]) -> list[str]:
     return names
 
 
-def write_band_stack(paths: Sequence[str | os.PathLike], vrt: Path) -> Path:
+def write_band_stack(paths: Sequence[str | os.PathLike], vrt: Path, names: Sequence[str] | None = None) -> Path:
     """Write ``vrt`` stacking all bands of ``paths`` in order; the rasters must share a grid,
-    and each keeps its own nodata (see the module docstring)."""
+    and each keeps its own nodata (see the module docstring). ``names``: the bands' names (a
+    STAC item's, checked against the files), else :func:`stack_band_names`."""
     with ExitStack() as stack:
         sources = [stack.enter_context(open_raster(p, "input raster")) for p in paths]
         ref = sources[0]
@@ -52,8 +53,8 @@ def write_band_stack(paths: Sequence[str | os.PathLike], vrt: Path) -> Path:
             if not same_grid(ref, src):
                 raise InputRasterError(f"{path} is not on the grid of {paths[0]} (size, CRS or transform differ); "
                                        "warp it onto that grid first (e.g. gdalwarp -te/-tr, or rio warp --like)")
-        names = iter(stack_band_names(sources))
-        bands = [(next(names), Path(src.name), j) for src in sources for j in range(1, src.count + 1)]
+        named = iter(names or stack_band_names(sources))
+        bands = [(next(named), Path(src.name), j) for src in sources for j in range(1, src.count + 1)]
         grid = (ref.crs, ref.transform, ref.width, ref.height)
         if len({_key(src.nodata) for src in sources}) == 1:
             dtype = np.result_type(*[d for src in sources for d in src.dtypes]).name

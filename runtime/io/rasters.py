@@ -74,7 +74,7 @@ def check_input(src: rasterio.io.DatasetReader, spec: InputSpec, band_names: str
             f"{name} has {src.count} bands but the model expects {len(spec.bands)} ({', '.join(spec.bands)})"
         )
     names = [d or "" for d in src.descriptions]
-    if band_names != "ignore" and not _names_fit(names, spec.bands, band_names == "auto"):
+    if band_names != "ignore" and not names_fit(names, spec.bands, band_names == "auto"):
         raise InputRasterError(
             f"{name} band names {', '.join(names)} differ from the model's {', '.join(spec.bands)}; reorder or rename "
             "the bands, or pass --band-names ignore if they already are the model's bands in its order"
@@ -83,7 +83,7 @@ def check_input(src: rasterio.io.DatasetReader, spec: InputSpec, band_names: str
         check_value_range(src, spec, normalization)
 
 
-def _names_fit(names: list[str], model: list[str], auto: bool) -> bool:
+def names_fit(names: list[str], model: list[str], auto: bool) -> bool:
     """Strict: equal ignoring case, or some band unnamed (nothing to compare). Auto: also when
     either side's names are all generic."""
     if not all(names) or [n.lower() for n in names] == [b.lower() for b in model]:

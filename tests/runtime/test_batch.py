@@ -93,6 +93,7 @@ def test_rerun_keeps_finished_maps_and_a_missing_stac_band_is_one_line(trained_b
     image = synthetic_scene(40, 40, seed=4)[0]
     partial = stac_item(tmp_path, image, "no-nir", bands=BANDS[:3])
     result = run(LULC, "batch", trained_bundle, partial, "-o", out, "--no-progress")
-    err = result.stderr.strip()
-    assert result.returncode == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert "no-nir has no asset for band b08" in err and not (out / "no-nir.tif").exists()
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(err) == 2 and "Traceback" not in result.stderr, err
+    assert "no-nir has no asset for band b08" in err[0] and not (out / "no-nir.tif").exists()
+    assert err[1] == f"0 of 1 maps written to {out}"
