@@ -22,8 +22,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from lulc.runtime.core.errors import LulcError
+from lulc.runtime.core.manifest import ClassInfo
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +51,18 @@ def class_list(entries: list[tuple[int, str, tuple | None]]) -> list[dict]:
     values = [v for v, _, _ in entries]
     if len(set(values)) != len(values):
         raise LulcError(f"class values repeat in the class list ({', '.join(map(str, values))}); give each class its own value")
-    return [{"id": i, "name": name, "color": tuple(int(c) for c in color[:3]) if color else default_color(i), "value": int(v)}
-            for i, (v, name, color) in enumerate(entries)]
+    classes = [{"id": i, "name": name, "color": tuple(int(c) for c in color[:3]) if color else default_color(i), "value": int(v)}
+               for i, (v, name, color) in enumerate(entries)]
+    for c in classes:  # the manifest's rules (printable names, byte colours), said before any training
+        try:
+            ClassInfo(id=c["id"], name=c["name"], color=c["color"])
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            problem = first["msg"].removeprefix("Value error, ")
+            if first["loc"][0] == "color":
+                problem = f"colour {list(c['color'])}: each component must be 0..255"
+            raise LulcError(f"class {c['name']!r} (value {c['value']}): {problem}") from None
+    return classes
 
 
 def read_class_file(path: Path) -> list[dict]:

@@ -147,12 +147,13 @@ def train(ctx, config_file, **options):
               help="Which split of the data; 'all' for data the model never saw.")
 @click.option("--baseline", type=click.Choice(["rf"]), default=None,
               help="Also fit a random forest on the same training blocks and report it beside the model.")
+@click.option("--align", is_flag=True, help="Warp rasters and labels that are not on the first image's grid onto it.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Write metrics.json/confusion.png here instead of into the bundle.")
 @handle_errors
-def evaluate(bundle, image, labels, data, stack, split, baseline, output):
+def evaluate(bundle, image, labels, data, stack, split, baseline, align, output):
     """Overall accuracy, kappa, per-class F1 and the confusion matrix of BUNDLE on held-out data."""
     from lulc.training.evaluate import evaluate_bundle
     from lulc.training.metrics import format_table
 
-    metrics = evaluate_bundle(bundle, list(image) or None, labels, data, split, output, stack, baseline)
+    metrics = evaluate_bundle(bundle, list(image) or None, labels, data, split, output, stack, baseline, align)
     click.echo(format_table(metrics))

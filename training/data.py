@@ -154,9 +154,13 @@ def extract_tiles(stack, labels, spec: SampleSpec, statistics: bool = True) -> t
     block_split = assign_blocks(rows * cols, spec.fractions, spec.seed)
     stats = StatsAccumulator(len(stack.channels), spec.seed)
     xs, ys, vs, ss, origins = [], [], [], [], []
+    seen = {"valid": 0, "nan": 0, "all": 0}  # pixels, to say why nothing could be sampled
     for b in range(rows * cols):
         window = Window((b % cols) * split_block, (b // cols) * split_block, split_block, split_block)
         raw, valid = stack.read(window)
+        seen["valid"] += int(valid.sum())
+        seen["nan"] += int(np.isnan(raw).all(axis=0).sum())
+        seen["all"] += valid.size
         if statistics and block_split[b] == 0:
             stats.add(raw, valid)
         lbl = np.where(valid, labels.read(1, window=window), spec.ignore).astype(np.uint8)
@@ -166,6 +170,8 @@ def extract_tiles(stack, labels, spec: SampleSpec, statistics: bool = True) -> t
             ys.append(y)
             vs.append(v)
             ss.append(block_split[b])
+    if not seen["valid"]:
+        raise LulcError(_no_valid_pixel(stack, seen["nan"] == seen["all"]))
     if not xs:
         what = "patch has a label" if spec.task == "scene" else f"tile has at least {spec.min_labeled:.0%} labelled pixels"
         raise LulcError(f"no {tile} px {what}; check that the labels overlap the image, or use a smaller --tile")
@@ -181,6 +187,14 @@ def extract_tiles(stack, labels, spec: SampleSpec, statistics: bool = True) -> t
     }
     tiles = TileSet(np.stack(xs), np.stack(ys), np.stack(vs), split, record, np.asarray(origins))
     return tiles, stats.result() if statistics else None
+
+
+def _no_valid_pixel(stack, all_nan: bool) -> str:
+    """Why an image gave no valid pixel: NaN everywhere, or its nodata value everywhere."""
+    names = ", ".join(str(p) for p in getattr(stack, "paths", [])) or "the image"
+    if all_nan:
+        return f"every pixel of {names} is NaN: there is no value to train on (a failed export or an empty mosaic?)"
+    return f"every pixel of {names} is nodata or NaN; check the image's nodata value"
 
 
 def block_count(tiles: TileSet) -> int | None:

@@ -71,14 +71,19 @@ def bundle_classes(manifest) -> list[dict]:
     return [{"id": c.id, "name": c.name, "color": tuple(c.color), "value": int(v)} for c, v in zip(manifest.classes, values)]
 
 
-def _samples(manifest, recorded: dict, image, labels, data, stack, work: Path) -> tuple[TileSet, list[str], list[dict]]:
-    """Raw samples of the recorded training data, or of new data; channels and classes."""
+def _samples(manifest, recorded: dict, image, labels, data, stack, work: Path,
+             align: bool = False) -> tuple[TileSet, list[str], list[dict]]:
+    """Raw samples of the recorded training data, or of new data (``align``: warped onto the
+    first image's grid, as `lulc train --align` does); channels and classes."""
     known = bundle_classes(manifest)
     if manifest.input.time_steps:
         from lulc.training.timeseries import temporal_samples
 
         if image or data:
             raise SettingError(None, "a temporal bundle is evaluated on a time-series stack: use --stack and --labels")
+        if align:
+            raise SettingError("--align", "is for single-date rasters; align a time series when stacking it "
+                                          "(`lulc stack --align`)")
         cfg = TemporalConfig.from_record(recorded)
         cfg = replace(cfg, stack=stack or cfg.stack, labels=labels or cfg.labels)
         series = temporal_samples(cfg, work, known)
@@ -90,6 +95,7 @@ def _samples(manifest, recorded: dict, image, labels, data, stack, work: Path) -
         cfg = replace(cfg, data=data, image=None, labels=None)
     elif image or labels:
         cfg = replace(cfg, image=image or cfg.image, labels=labels or cfg.labels, data=None)
+    cfg = replace(cfg, align=align or cfg.align)
     samples = prepare_samples(cfg, work, known)
     return samples.tiles, samples.spec.channels, samples.classes
 
@@ -105,9 +111,10 @@ def normalize_for(manifest, tiles: TileSet) -> np.ndarray:
 
 def evaluate_bundle(bundle_dir: str, image: list[str] | None = None, labels: str | None = None,
                     data: str | None = None, split: str = "test", output: str | None = None,
-                    stack: str | None = None, baseline: str | None = None) -> dict:
+                    stack: str | None = None, baseline: str | None = None, align: bool = False) -> dict:
     """Evaluate a trained bundle on its recorded test split, or on new data with ``split='all'``;
-    ``baseline='rf'`` adds a random forest fitted on the same training blocks."""
+    ``baseline='rf'`` adds a random forest fitted on the same training blocks; ``align`` warps
+    rasters and labels off the first image's grid onto it."""
     from lulc.runtime.backends.keras_backend import load_keras_model
 
     if split not in (*SPLITS, "all"):
@@ -123,7 +130,7 @@ def evaluate_bundle(bundle_dir: str, image: list[str] | None = None, labels: str
     if not recorded:
         raise LulcError(f"{bundle_dir} records no training config; it was not made by `lulc train`")
     with tempfile.TemporaryDirectory(prefix="lulc-eval-") as work:
-        all_tiles, channels, classes = _samples(m, recorded, image, labels, data, stack, Path(work))
+        all_tiles, channels, classes = _samples(m, recorded, image, labels, data, stack, Path(work), align)
     if [c["name"] for c in classes] != m.class_names:
         raise LulcError(f"the data's classes ({', '.join(c['name'] for c in classes)}) differ from the "
                         f"bundle's ({', '.join(m.class_names)}); pass the bundle's class list with matching labels")

@@ -7,9 +7,10 @@ instead of a silently ignored field.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+import unicodedata
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -20,10 +21,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: one colour component: a byte
+Component = Annotated[int, Field(ge=0, le=255)]
+
+
 class ClassInfo(_Strict):
+    """One class: its id (the map's pixel value), a name for legends and an RGB colour.
+
+    Names end up in XML sidecars, QGIS legends, CSV tables and one-line messages, so a name
+    must be printable text (no control characters, which XML 1.0 cannot even hold).
+    """
+
     id: int = Field(ge=0, le=254)
-    name: str
-    color: tuple[int, int, int]
+    name: str = Field(min_length=1, max_length=200)
+    color: tuple[Component, Component, Component]
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, name: str) -> str:
+        bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cs") or c in "\ufffe\uffff"]
+        if bad:
+            raise ValueError(f"class name {name!r} holds the control character {bad[0]!r}; use printable text")
+        if not name.strip():
+            raise ValueError("class names may not be blank")
+        return name
 
 
 class InputSpec(_Strict):

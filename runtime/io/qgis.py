@@ -71,9 +71,12 @@ def write_sidecars(paths: dict[str, Path], classes: list[ClassInfo], final: Path
     """Write the ``.aux.xml`` and ``.qml`` of the class map ``final`` (pixel value = class id)
     to ``paths`` (keyed as :func:`sidecar_paths` names them; their staged names), each read
     back as XML: a failed write is one line about ``final``, and nothing is left."""
-    for path, tree in ((paths["category names file"], aux_xml(classes)), (paths["QGIS style"], qml(classes))):
+    # GDAL ignores a PAM file that opens with an XML declaration (its colour table and names
+    # vanish: found when the multi-band maps' palette did not load), so the .aux.xml has none
+    for path, tree, declared in ((paths["category names file"], aux_xml(classes), False),
+                                 (paths["QGIS style"], qml(classes), True)):
         try:
-            ET.ElementTree(tree).write(path, encoding="utf-8", xml_declaration=True)
+            ET.ElementTree(tree).write(path, encoding="utf-8", xml_declaration=declared)
             ET.parse(path)
         except (OSError, ET.ParseError) as exc:
             path.unlink(missing_ok=True)

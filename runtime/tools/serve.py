@@ -206,7 +206,8 @@ def make_server(bundle_dir: str | os.PathLike, sample: str | os.PathLike | None 
                 host: str = "127.0.0.1", port: int = 8000, web: Path | None = None) -> ThreadingHTTPServer:
     """A ready (bound, not yet serving) demo server; ``port=0`` picks a free port.
 
-    ``sample`` is served as given (the user chose it); without it, the bundle's training image
+    ``sample`` must be a GeoTIFF with the bundle's band count (the page reads nothing else, and
+    the server must not hand out an arbitrary file); without it, the bundle's training image
     when :func:`default_sample` accepts it. ``web`` defaults to :func:`web_root`.
     """
     if not 0 <= port <= 65535:
@@ -222,6 +223,9 @@ def make_server(bundle_dir: str | os.PathLike, sample: str | os.PathLike | None 
     sample_path = Path(sample) if sample else default_sample(bundle)
     if sample_path is not None and not sample_path.is_file():
         raise InputRasterError(f"sample raster not found: {sample_path}")
+    if sample_path is not None and not is_sample_raster(sample_path, bundle):
+        raise InputRasterError(f"--sample {sample_path} is not a GeoTIFF with the bundle's "
+                               f"{len(bundle.manifest.input.bands)} bands ({', '.join(bundle.manifest.input.bands)})")
     config = json.dumps(demo_config(bundle, sample_path)).encode()
     handler = partial(DemoHandler, web=web, bundle=bundle.root.resolve(), config=config,
                       sample=sample_path.resolve() if sample_path else None, libs=frozenset(vendored_libs(web)))

@@ -166,3 +166,41 @@ def test_a_second_run_on_the_same_output_is_refused(workspace):
     with locked(out):  # what a first `lulc train -o out` holds for its whole run
         refused(cli(*train_args(workspace, out)), "another run is writing")
     assert not out.exists() and not (workspace / ".out.partial").exists()
+
+
+# ---- the smaller trust items of the second pass -------------------------------------------------
+
+def test_an_all_nan_image_is_named_as_such(workspace):
+    nan = write_raster(workspace / "nan.tif", np.full((4, 128, 192), np.nan, np.float32), nodata=None)
+    result = cli("train", "--image", nan, "--labels", workspace / "data" / "labels.tif",
+                 "--classes", workspace / "data" / "classes.json", "-o", workspace / "out", *TINY)
+    refused(result, "every pixel of", "nan.tif is NaN")
+    assert not (workspace / "out").exists() and not (workspace / ".out.partial").exists()
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ('{"id": 1, "name": "gra\\u0007ss", "color": [1, 2, 3]}', "holds the control character '\\x07'"),
+    ('{"id": 1, "name": "grass", "color": [120, 200, 999]}', "colour [120, 200, 999]: each component must be 0..255"),
+])
+def test_class_names_and_colours_that_no_map_can_carry_are_refused(workspace, entry, expected):
+    classes = workspace / "bad.json"
+    classes.write_text(f'[{{"id": 0, "name": "crop"}}, {entry}, {{"id": 2, "name": "water"}}]')
+    refused(cli(*train_args(workspace, workspace / "out", "--classes", classes)), expected)
+    assert not (workspace / "out").exists() and not (workspace / ".out.partial").exists()
+
+
+def test_evaluate_takes_align_for_labels_on_another_grid(trained_bundle, scene, tmp_path):
+    """Labels at 20 m over the 10 m image: refused without --align (the hint names the option
+    evaluate really has), evaluated with it."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    with rasterio.open(scene["labels"]) as src:
+        labels = src.read(1)[::2, ::2]
+    coarse = write_raster(tmp_path / "labels20.tif", labels, nodata=255, transform=from_origin(500000, 5800000, 20, 20))
+    args = ["evaluate", trained_bundle, "--image", scene["image"], "--labels", coarse, "--split", "all",
+            "-o", tmp_path / "eval"]
+    refused(cli(*args), "pass --align")
+    result = cli(*args, "--align")
+    assert result.exit_code == 0, result.output
+    assert "overall accuracy" in result.output.lower() and (tmp_path / "eval" / "metrics.json").is_file()
