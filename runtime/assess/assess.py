@@ -63,9 +63,7 @@ def assess_map(map_path: str | os.PathLike, reference: str | os.PathLike, class_
             # strata are the map classes: stratum h's units all have map class h
             estimates, total_ha, name = olofsson(counted.counts.sum(axis=0), mapped), float(mapped.sum() * area_ha), "olofsson"
         else:
-            from lulc.runtime.io.rasters import open_raster
-
-            with open_raster(strata_path, "strata raster") as strata_src:
+            with open_map(strata_path, "strata raster") as strata_src:
                 if strata_src.crs is None:
                     raise InputRasterError(f"strata raster {strata_path} has no CRS")
                 strata_pixels = count_pixels(strata_src)

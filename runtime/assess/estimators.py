@@ -54,6 +54,13 @@ def _safe_div(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
         return np.divide(a, b, dtype=np.float64)
 
 
+def _mapped_only(weights: np.ndarray, terms: np.ndarray) -> np.ndarray:
+    """``terms`` of strata with pixels; a stratum with none (a class the map never uses, e.g.
+    most transitions of a change map) adds 0, not its undefined 0/0."""
+    shape = (-1,) + (1,) * (np.ndim(terms) - 1)
+    return np.where(np.reshape(weights, shape) > 0, terms, 0.0)
+
+
 def olofsson(counts: np.ndarray, mapped: np.ndarray) -> Estimates:
     """Olofsson et al. (2014) from the sample error matrix ``counts`` (n_ij: map class i,
     reference class j; q × q) and the mapped pixels of each class ``mapped`` (N_i·)."""
@@ -61,26 +68,26 @@ def olofsson(counts: np.ndarray, mapped: np.ndarray) -> Estimates:
     big_n = np.asarray(mapped, np.float64)
     w = big_n / big_n.sum()  # W_i
     n_i = n.sum(axis=1)  # n_i·
-    p = _safe_div(w[:, None] * n, n_i[:, None])  # eq. (4)
+    p = _mapped_only(w, _safe_div(w[:, None] * n, n_i[:, None]))  # eq. (4)
     diag = np.diag(p)
     overall = float(diag.sum())  # eq. (1)
     users = _safe_div(np.diag(n), n_i)  # eq. (2): p_ii / p_i· = n_ii / n_i·
     area = p.sum(axis=0)  # eq. (9): p̂_·j
     producers = _safe_div(diag, area)  # eq. (3)
     v_users = _safe_div(users * (1 - users), n_i - 1)  # eq. (6)
-    overall_var = float(np.sum(w**2 * v_users))  # eq. (5)
+    overall_var = float(np.sum(_mapped_only(w, w**2 * v_users)))  # eq. (5)
     frac = _safe_div(n, n_i[:, None])  # n_ij / n_i·
     # eq. (10): S(p̂_·j)² = Σ_i W_i² (n_ij/n_i·)(1 − n_ij/n_i·)/(n_i· − 1)
-    area_var = np.sum(_safe_div(w[:, None] ** 2 * frac * (1 - frac), (n_i - 1)[:, None]), axis=0)
-    # eq. (7): the estimated reference totals N̂_·j = Σ_i (N_i·/n_i·) n_ij
-    n_ref = np.sum(_safe_div(big_n[:, None], n_i[:, None]) * n, axis=0)
+    cell_var = _mapped_only(w, _safe_div(frac * (1 - frac), (n_i - 1)[:, None]))
+    area_var = np.sum(w[:, None] ** 2 * cell_var, axis=0)
+    # eq. (7), with the estimated reference totals N̂_·j = Σ_i (N_i·/n_i·) n_ij
+    n_ref = np.sum(_mapped_only(w, _safe_div(big_n[:, None], n_i[:, None]) * n), axis=0)
     q = len(big_n)
     producers_var = np.empty(q)
     for j in range(q):
         others = [i for i in range(q) if i != j]
-        first = big_n[j] ** 2 * (1 - producers[j]) ** 2 * v_users[j]
-        second = producers[j] ** 2 * np.sum(_safe_div(big_n[others] ** 2 * frac[others, j] * (1 - frac[others, j]),
-                                                       n_i[others] - 1))
+        first = big_n[j] ** 2 * (1 - producers[j]) ** 2 * v_users[j] if big_n[j] else 0.0
+        second = producers[j] ** 2 * np.sum(big_n[others] ** 2 * cell_var[others, j])
         producers_var[j] = _safe_div(first + second, n_ref[j] ** 2)
     return Estimates(overall, float(np.sqrt(overall_var)), users, np.sqrt(v_users), producers, np.sqrt(producers_var),
                      area, np.sqrt(area_var), p)
@@ -89,8 +96,9 @@ def olofsson(counts: np.ndarray, mapped: np.ndarray) -> Estimates:
 def stehman(counts: np.ndarray, stratum_pixels: np.ndarray) -> Estimates:
     """Stehman (2014) from the three-way sample counts ``counts`` (n_hij: stratum h, map class
     i, reference class j; H × q × q) and the pixels of each stratum ``stratum_pixels`` (N_h)."""
-    n_hij = np.asarray(counts, np.float64)
-    big_n = np.asarray(stratum_pixels, np.float64)
+    keep = np.asarray(stratum_pixels) > 0  # a stratum without pixels holds no population
+    n_hij = np.asarray(counts, np.float64)[keep]
+    big_n = np.asarray(stratum_pixels, np.float64)[keep]
     n_h = n_hij.sum(axis=(1, 2))
     fpc = 1 - _safe_div(n_h, big_n)
     total = big_n.sum()
@@ -113,7 +121,9 @@ def stehman(counts: np.ndarray, stratum_pixels: np.ndarray) -> Estimates:
         cov = _safe_div(both - n_h * x_mean * y_mean, n_h - 1)
         x_total = np.sum(big_n * x_mean)
         r = float(_safe_div(np.sum(big_n * y_mean), x_total))
-        var = np.sum(big_n**2 * fpc * _safe_div(y_var + r**2 * x_var - 2 * r * cov, n_h)) / x_total**2
+        # s²_y + R² s²_x − 2R s_xy is the variance of y − Rx: never below 0 but by rounding
+        spread = np.maximum(y_var + r**2 * x_var - 2 * r * cov, 0.0)
+        var = np.sum(big_n**2 * fpc * _safe_div(spread, n_h)) / x_total**2
         return r, float(np.sqrt(var))
 
     correct = np.einsum("hii->h", n_hij)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,9 @@ import rasterio
 
 from lulc.runtime.core.errors import InputRasterError
 from lulc.runtime.io.rasters import open_raster
+
+#: MB of GDAL block cache while a map is streamed
+GDAL_CACHE_MB = 64
 
 
 @dataclass
@@ -93,14 +98,16 @@ def count_pixels(src: rasterio.io.DatasetReader) -> np.ndarray:
 
 
 def sparse_block(src: rasterio.io.DatasetReader, row: int, col: int) -> bool:
-    """Whether a GeoTIFF block was never written (it reads as nodata)."""
+    """Whether a GeoTIFF block was never written (no offset in the file: it reads as nodata)."""
     if src.driver != "GTiff":
         return False
-    try:
-        return src.block_size(1, row, col) == 0
-    except (rasterio.errors.RasterioError, ValueError):
-        return False
+    offset = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=1)
+    return offset in (None, "0")
 
 
-def open_map(path: str | os.PathLike) -> rasterio.io.DatasetReader:
-    return open_raster(path, "class map")
+@contextmanager
+def open_map(path: str | os.PathLike, what: str = "class map") -> Iterator[rasterio.io.DatasetReader]:
+    """A map (or strata raster), read with a small fixed GDAL block cache (its default, 5 % of
+    RAM, would grow with the map as it is streamed)."""
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(path, what) as src:
+        yield src
