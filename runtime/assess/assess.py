@@ -46,7 +46,7 @@ class Assessment:
 
 def assess_map(map_path: str | os.PathLike, reference: str | os.PathLike, class_field: str | None = None,
                strata_path: str | os.PathLike | None = None, crs: str | None = None, x_field: str = "x",
-               y_field: str = "y") -> Assessment:
+               y_field: str = "y", labels_from: str | os.PathLike | None = None) -> Assessment:
     """Estimate accuracy and areas of ``map_path`` from the sample in ``reference``."""
     with open_map(map_path) as src:
         classes = map_classes(src)
@@ -57,7 +57,7 @@ def assess_map(map_path: str | os.PathLike, reference: str | os.PathLike, class_
             raise InputRasterError(f"{Path(map_path).name} has no classified pixel")
         given_crs = parse_crs(crs) if crs else None
         if strata_path is None:
-            counted = tally(src, reference, class_field, None, given_crs, x_field, y_field)
+            counted = tally(src, reference, class_field, None, given_crs, x_field, y_field, labels_from)
             per_stratum = counted.counts.sum(axis=(1, 2))
             _every_stratum_sampled(per_stratum, mapped, list(classes.names.values()), "map class")
             # strata are the map classes: stratum h's units all have map class h
@@ -71,7 +71,7 @@ def assess_map(map_path: str | os.PathLike, reference: str | os.PathLike, class_
                     strata_pixels[int(strata_src.nodata)] = 0
                 values = [int(v) for v in np.flatnonzero(strata_pixels)]
                 strata = Strata(strata_src, values)
-                counted = tally(src, reference, class_field, strata, given_crs, x_field, y_field)
+                counted = tally(src, reference, class_field, strata, given_crs, x_field, y_field, labels_from)
                 _every_stratum_sampled(counted.counts.sum(axis=(1, 2)), strata_pixels[values], [str(v) for v in values],
                                        "stratum")
                 estimates = stehman(counted.counts, strata_pixels[values])
@@ -91,7 +91,7 @@ def _every_stratum_sampled(samples: np.ndarray, pixels: np.ndarray, names: list[
         raise InputRasterError(f"{what} {empty[0]!r} covers {pixels[names.index(empty[0])]} px but has no reference sample"
                                f"{f' (nor {len(empty) - 1} more)' if len(empty) > 1 else ''}; the stratified estimator "
                                "needs a sample in every stratum: add samples there (lulc sample-design draws them)")
-    few = [n for n, s, p in zip(names, samples, pixels) if p and s == 1]
+    few = [n for n, s, p in zip(names, samples, pixels) if p > 1 and s == 1]  # one pixel, one sample: a census
     if few:
         logger.warning("%s %s has a single reference sample: no standard error can be estimated for the figures it "
                        "enters (shown as nan); 20 or more per stratum are advised", what, few[0])

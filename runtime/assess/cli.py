@@ -21,11 +21,14 @@ from lulc.runtime.cli import handle_errors, infer_options, run_options
 @click.option("--crs", default=None, help="CRS of a CSV reference's x/y (default: the map's); overrides a file's own.")
 @click.option("--x-field", default="x", show_default=True, help="CSV column of x.")
 @click.option("--y-field", default="y", show_default=True, help="CSV column of y.")
+@click.option("--labels-from", type=click.Path(), default=None,
+              help="Read each point's reference class from this label raster instead of a field (a reference "
+                   "layer interpreted at a designed sample).")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Also write the figures to this JSON file.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
 @handle_errors
 def assess(map_path: str, reference: str, class_field: str | None, strata: str | None, crs: str | None, x_field: str,
-           y_field: str, json_out: str | None, overwrite: bool) -> None:
+           y_field: str, labels_from: str | None, json_out: str | None, overwrite: bool) -> None:
     """Accuracy and class areas of MAP, with standard errors and 95 % confidence intervals,
     estimated from the reference sample REFERENCE (points or polygons in a GeoPackage,
     Shapefile, GeoJSON or CSV with x/y; or a label raster on the map's grid).
@@ -35,12 +38,12 @@ def assess(map_path: str, reference: str, class_field: str | None, strata: str |
     """
     from lulc.runtime.assess.assess import assess_map, format_table, to_json, write_json
 
-    result = assess_map(map_path, reference, class_field, strata, crs, x_field, y_field)
+    result = assess_map(map_path, reference, class_field, strata, crs, x_field, y_field, labels_from)
     for note in result.tally.notes:
         click.echo(note, err=True)
     click.echo(format_table(result))
     if json_out:
-        write_json(to_json(result), json_out, [map_path, reference, *([strata] if strata else [])], overwrite)
+        write_json(to_json(result), json_out, [map_path, reference, *(p for p in (strata, labels_from) if p)], overwrite)
 
 
 @click.command("sample-design")

@@ -9,7 +9,8 @@ sample *counts* (so a reference of millions of labelled pixels costs no more tha
   accuracy of land change", Remote Sensing of Environment 148, 42–57: eq. (4) cell proportions
   p̂_ij = W_i n_ij / n_i·, (1) overall accuracy, (2) user's and (3) producer's accuracy, (5)–(7)
   their variances, (9)–(11) area proportions, their standard errors and areas. No finite
-  population correction, as in the paper (map strata hold far more pixels than samples).
+  population correction, as in the paper (map strata hold far more pixels than samples), but
+  for a stratum sampled whole (a census: no sampling variance).
 * :func:`stehman` — strata are anything else (a sample drawn on an older map, on regions).
   Stehman (2014), "Estimating area and map accuracy for stratified random sampling when the
   strata are different from the map classes", International Journal of Remote Sensing 35,
@@ -74,11 +75,15 @@ def olofsson(counts: np.ndarray, mapped: np.ndarray) -> Estimates:
     users = _safe_div(np.diag(n), n_i)  # eq. (2): p_ii / p_i· = n_ii / n_i·
     area = p.sum(axis=0)  # eq. (9): p̂_·j
     producers = _safe_div(diag, area)  # eq. (3)
-    v_users = _safe_div(users * (1 - users), n_i - 1)  # eq. (6)
+    # a stratum whose every pixel is in the sample (n_i· = N_i·: a class of a few pixels) is a
+    # census and adds no sampling variance; that is the finite population correction
+    # 1 − n_i·/N_i· the paper leaves out because it is ≈ 1 for any stratum that is sampled
+    census = n_i >= big_n
+    v_users = np.where(census, 0.0, _safe_div(users * (1 - users), n_i - 1))  # eq. (6)
     overall_var = float(np.sum(_mapped_only(w, w**2 * v_users)))  # eq. (5)
     frac = _safe_div(n, n_i[:, None])  # n_ij / n_i·
     # eq. (10): S(p̂_·j)² = Σ_i W_i² (n_ij/n_i·)(1 − n_ij/n_i·)/(n_i· − 1)
-    cell_var = _mapped_only(w, _safe_div(frac * (1 - frac), (n_i - 1)[:, None]))
+    cell_var = _mapped_only(w, np.where(census[:, None], 0.0, _safe_div(frac * (1 - frac), (n_i - 1)[:, None])))
     area_var = np.sum(w[:, None] ** 2 * cell_var, axis=0)
     # eq. (7), with the estimated reference totals N̂_·j = Σ_i (N_i·/n_i·) n_ij
     n_ref = np.sum(_mapped_only(w, _safe_div(big_n[:, None], n_i[:, None]) * n), axis=0)

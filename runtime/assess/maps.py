@@ -44,8 +44,10 @@ class MapClasses:
 def _json_tag(src: rasterio.io.DatasetReader, key: str) -> dict[int, str]:
     raw = src.tags(1).get(key) or src.tags().get(key)
     try:
-        return {int(k): str(v) for k, v in json.loads(raw).items()} if raw else {}
-    except (ValueError, AttributeError):
+        legend = json.loads(raw) if raw else {}
+        items = enumerate(legend) if isinstance(legend, list) else legend.items()  # lulc sample's labels: a list
+        return {int(k): str(v) for k, v in items}
+    except (ValueError, AttributeError, TypeError):
         raise InputRasterError(f"{Path(src.name).name} has an unreadable {key} tag") from None
 
 

@@ -122,8 +122,11 @@ class Strata:
 
 
 def tally(map_src: rasterio.io.DatasetReader, reference: str | os.PathLike, class_field: str | None,
-          strata: Strata | None, crs: CRS | None = None, x_field: str = "x", y_field: str = "y") -> Tally:
-    """Count the reference sample against the map (and the strata, where given)."""
+          strata: Strata | None, crs: CRS | None = None, x_field: str = "x", y_field: str = "y",
+          labels_from: str | os.PathLike | None = None) -> Tally:
+    """Count the reference sample against the map (and the strata, where given). With
+    ``labels_from`` the sample's points take their reference class from that label raster
+    (a reference layer read at a designed sample) instead of a field."""
     classes = map_classes(map_src)
     q = len(classes.values)
     result = Tally(np.zeros((len(strata.values) if strata else q, q, q), np.int64))
@@ -134,9 +137,12 @@ def tally(map_src: rasterio.io.DatasetReader, reference: str | os.PathLike, clas
         features = read_features(path, crs, x_field, y_field)
         if not features.geometries:
             raise InputRasterError(f"reference {path} holds no features")
-        field_name = _class_field(features, class_field, path)
-        labels = Labels(classes, path.name).index([p.get(field_name) for p in features.properties])
         features = _in_map_crs(features, map_src.crs, path, result)
+        if labels_from is None:
+            field_name = _class_field(features, class_field, path)
+            labels = Labels(classes, path.name).index([p.get(field_name) for p in features.properties])
+        else:
+            labels = _labels_from(features, Path(labels_from), classes, map_src.crs)
         for geometry, label in zip(features.geometries, labels):
             result.units += 1
             xs, ys = _unit_centres(map_src, geometry)
@@ -148,6 +154,15 @@ def tally(map_src: rasterio.io.DatasetReader, reference: str | os.PathLike, clas
         raise InputRasterError(f"no reference sample of {path.name} falls on a classified pixel of the map "
                                f"({result.skipped() or 'it holds no labelled sample'})")
     return result
+
+
+def _labels_from(features: Features, path: Path, classes: MapClasses, crs: CRS) -> np.ndarray:
+    if any(g["type"] != "Point" for g in features.geometries):
+        raise InputRasterError("--labels-from reads a label raster at points; the reference holds other geometries")
+    with open_raster(path, "label raster") as src:
+        xs = np.array([g["coordinates"][0] for g in features.geometries], np.float64)
+        ys = np.array([g["coordinates"][1] for g in features.geometries], np.float64)
+        return LabelRaster(src, classes, path.name).at(xs, ys, crs)
 
 
 def _class_field(features: Features, class_field: str | None, path: Path) -> str:
@@ -223,32 +238,56 @@ def _add_units(result: Tally, src: rasterio.io.DatasetReader, classes: MapClasse
     stratum = strata.at(xs[inside][keep], ys[inside][keep], src.crs) if strata else mapped[keep]
     result.off_strata += int((stratum < 0).sum())
     good = stratum >= 0
-    np.add.at(result.counts, (stratum[good], mapped[keep][good], label), 1)
+    np.add.at(result.counts, (stratum[good], mapped[keep][good], np.full(int(good.sum()), label)), 1)
+
+
+class LabelRaster:
+    """Reference classes read from a label raster: by its own class names where it has them
+    (values it does not name are unlabelled), else its values are the map's values."""
+
+    def __init__(self, src: rasterio.io.DatasetReader, classes: MapClasses, source: str):
+        self.src = src
+        try:
+            self.named: dict[int, str] | None = map_classes(src).names
+        except InputRasterError:  # a plain label raster
+            self.named = None
+        self.labels = Labels(classes, source)
+        self.lut = np.full(65536, -2, np.int64)  # -2: not met yet, -1: no class
+        if src.nodata is not None:
+            self.lut[int(src.nodata)] = -1
+
+    def lookup(self, values: np.ndarray) -> np.ndarray:
+        """Class index of label values (-1: no class); a label the map lacks is one line."""
+        values = np.clip(values.astype(np.int64), 0, 65535)
+        new = np.unique(values[self.lut[values] == -2])
+        if len(new):
+            self.lut[new] = self.labels.index([str(v) if self.named is None else self.named.get(int(v), "") for v in new])
+        return self.lut[values]
+
+    def at(self, xs: np.ndarray, ys: np.ndarray, crs: CRS) -> np.ndarray:
+        """Class index at points (in ``crs``), -1 outside the raster or unlabelled."""
+        if crs != self.src.crs:
+            xs, ys = map(np.asarray, transform_points(crs, self.src.crs, xs, ys))
+        rows, cols = rasterio.transform.rowcol(self.src.transform, xs, ys)
+        rows, cols = np.atleast_1d(rows), np.atleast_1d(cols)
+        inside = (rows >= 0) & (rows < self.src.height) & (cols >= 0) & (cols < self.src.width)
+        out = np.full(len(xs), -1, np.int64)
+        values = np.array([v[0] for v in self.src.sample(zip(np.asarray(xs)[inside], np.asarray(ys)[inside]))], np.int64)
+        out[inside] = self.lookup(values.reshape(-1))
+        return out
 
 
 def _tally_raster(result: Tally, src: rasterio.io.DatasetReader, classes: MapClasses, path: Path,
                   strata: Strata | None) -> None:
-    """A label raster on the map's grid: every labelled pixel is a unit, streamed by blocks.
-    Its values are matched by its own class names where it has them (values it does not name
-    are unlabelled), else as map values."""
+    """A label raster on the map's grid: every labelled pixel is a unit, streamed by blocks."""
     with open_raster(path, "reference raster") as ref:
         if (ref.crs, ref.transform, ref.shape) != (src.crs, src.transform, src.shape):
             raise InputRasterError(f"reference raster {path.name} is not on the map's grid (CRS, transform, size); "
                                    "warp it onto the map's grid first (gdalwarp -r near), or give points")
-        try:
-            named: dict[int, str] | None = map_classes(ref).names
-        except InputRasterError:  # a plain label raster: its values are the map's values
-            named = None
-        labels = Labels(classes, path.name)
-        lut = np.full(65536, -2, np.int64)  # -2: not met yet, -1: no class
-        if ref.nodata is not None:
-            lut[int(ref.nodata)] = -1
+        reference = LabelRaster(ref, classes, path.name)
         for _, window in src.block_windows(1):
-            values = np.clip(ref.read(1, window=window).astype(np.int64), 0, 65535)
-            new = np.unique(values[lut[values] == -2])
-            if len(new):
-                lut[new] = labels.index([str(v) if named is None else named.get(int(v), "") for v in new])
-            label = lut[values]
+            values = ref.read(1, window=window)
+            label = reference.lookup(values)
             labelled = values != _nodata(ref)
             result.units += int(labelled.sum())
             result.unlabelled += int((labelled & (label < 0)).sum())

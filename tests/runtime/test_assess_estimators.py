@@ -76,6 +76,17 @@ def test_a_stratum_with_one_sample_gives_no_standard_error():
     assert np.isnan(est.overall_se) and np.isnan(est.users_se[0]) and np.isfinite(est.users_se[1])
 
 
+def test_a_stratum_sampled_whole_adds_no_variance():
+    """Class 0 has 3 pixels and all 3 are in the sample: a census (finite population correction
+    1 - 3/3 = 0), so only class 1's sampling enters the variances: by hand,
+    V(O) = W_1^2 U_1 (1 - U_1)/(n_1 - 1) with W_1 = 997/1000, U_1 = 28/30."""
+    est = olofsson(np.array([[2, 1], [2, 28]]), np.array([3, 997]))
+    assert est.overall_se == pytest.approx(math.sqrt(0.997**2 * (28 / 30) * (2 / 30) / 29), rel=1e-12)
+    assert est.users_se[0] == 0.0
+    # S(p_.0)^2 = W_1^2 (2/30)(28/30)/29: class 1's samples that are class 0 in reality
+    assert est.area_proportion_se[0] == pytest.approx(math.sqrt(0.997**2 * (2 / 30) * (28 / 30) / 29), rel=1e-12)
+
+
 # ---- Stehman (2014): strata different from the map classes ----------------------------------------
 
 #: (stratum, map class, reference class) of each sample unit, and the strata sizes N_h
