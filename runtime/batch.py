@@ -107,7 +107,7 @@ def finished(path: Path, bundle: Bundle, opts: InferOptions) -> bool:
     try:
         with rasterio.open(path) as src:
             tags = src.tags()
-            bands = band_layout(bundle.manifest.map_classes, opts.probabilities, opts.confidence)
+            bands = band_layout(bundle.manifest.map_classes, opts.probabilities, opts.confidence, opts.uncertainty)
             return (list(src.descriptions) == bands
                     and all(tags.get(k) == v for k, v in identity_tags(bundle, opts.scene_stride).items()))
     except (rasterio.errors.RasterioError, OSError):

@@ -133,6 +133,9 @@ RUN_OPTIONS = [
                       "or are not checked (ignore)."),
     click.option("--probabilities", is_flag=True, help="Add one uint8 probability band per class (0..254)."),
     click.option("--confidence", is_flag=True, help="Add a uint8 max-probability band (0..254)."),
+    click.option("--uncertainty", type=click.Choice(["entropy", "margin", "least"]), default=None,
+                 help="Add a uint8 uncertainty band, 0 (sure) .. 254 (unsure): normalised entropy, 1 - margin "
+                      "between the two most likely classes, or 1 - the top probability."),
     click.option("--overwrite", is_flag=True, help="Replace existing output files (never an input, a folder or the bundle)."),
     click.option("--dask", default=None, metavar="ADDRESS",
                  help="Classify on a Dask cluster: local, local:N (N worker processes) or a scheduler address "

@@ -162,7 +162,7 @@ def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int]
             last = grid.block(r1 - 1, 0)
             runner.first_row = first.y0
             sink = PartMap(part_path, src, m.map_classes, opts.probabilities, opts.confidence, tags,
-                           first.y0, last.y0 + last.owned_h)
+                           first.y0, last.y0 + last.owned_h, opts.uncertainty)
             sink.create()
             halo = r0 - (1 if r0 > 0 and grid.overlap else 0)
             blocks = [b for b in grid.blocks() if halo <= b.row < r1]
@@ -226,7 +226,7 @@ def run_parts(bundle: Bundle, source: str | os.PathLike, publication: Publicatio
             raise
     figures.update(workers=workers, parts=len(plan))
     if figures["tiles_run"] or figures["resumed"]:  # else all nodata: the caller says so
-        smooth = opts.probabilities or opts.confidence
+        smooth = bool(opts.probabilities or opts.confidence or opts.uncertainty)
         publication.work_files.append(parts)
         publication.need = 2 * sum(p.stat().st_size for p in paths if p.exists())
         assemble(publication, src, paths, [grid.block(r0, 0).y0 for r0, _ in plan], smooth)

@@ -28,6 +28,7 @@ from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import InputRasterError, Interrupted, NoSpaceError, SettingError
 from lulc.runtime.io.bandstack import write_band_stack
 from lulc.runtime.io.identity import inputs_identity
+from lulc.runtime.io.mapformat import band_layout
 from lulc.runtime.io.outputs import check_outputs, locked_all, temp_path
 from lulc.runtime.io.publish import Publication
 from lulc.runtime.io.qgis import sidecar_paths, write_sidecars
@@ -64,6 +65,7 @@ class InferOptions:
     dask: str | None = None  # local, local:N or a scheduler address: classify on a Dask cluster
     cores: int | None = None  # CPU threads for the model (default: all this process may use)
     scene_stride: int | None = None  # scene bundles: one class per N px cell (default: per patch)
+    uncertainty: str | None = None  # entropy | margin | least: add an uncertainty band
 
 
 @dataclass
@@ -124,7 +126,8 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike |
                 finally:
                     stacked.unlink(missing_ok=True)
             staged = {what: publication.staged(what) for what in sidecar_paths(final)}
-            write_sidecars(staged, bundle.manifest.map_classes, final, publication.need)
+            layout = band_layout(bundle.manifest.map_classes, opts.probabilities, opts.confidence, opts.uncertainty)
+            write_sidecars(staged, bundle.manifest.map_classes, final, publication.need, layout)
             if "quicklook" in paths:
                 write_quicklook(publication.staged("output"), publication.staged("quicklook"), final=paths["quicklook"],
                                 need=publication.need)
@@ -191,6 +194,7 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, publication: P
         key = {"model": bundle.fingerprint(), "inputs": inputs_identity(src.files, skip=[source] if len(inputs) > 1 else []),
                "tile": geometry[0], "overlap": geometry[1], "block_px": opts.block_px, "scene_stride": opts.scene_stride,
                "probabilities": opts.probabilities, "confidence": opts.confidence, "band_names": opts.band_names,
+               "uncertainty": opts.uncertainty,
                "requested": [opts.backend, opts.device, opts.precision]}
         if opts.dask:
             from lulc.runtime.distributed import run_parts
@@ -223,7 +227,8 @@ def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, publication: Publi
     session = prepare(bundle, opts.backend, opts.device, opts.precision, cores=opts.cores, scene_stride=opts.scene_stride)
     grid, runner = block_runner(bundle, session, src, opts, geometry)
     resume = ResumeState(final, {**key, "session": session_identity(bundle, session)})
-    partial = PartialMap(final, src, m.map_classes, opts.probabilities, opts.confidence, map_tags(bundle, session, opts.scene_stride))
+    partial = PartialMap(final, src, m.map_classes, opts.probabilities, opts.confidence,
+                         map_tags(bundle, session, opts.scene_stride), opts.uncertainty)
     publication.need = partial.need
     rows_done = _restore(runner, grid, resume, partial) if opts.resume else 0
     try:

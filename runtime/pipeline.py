@@ -25,6 +25,7 @@ from lulc.runtime.indices import fill_indices, index_bands
 from lulc.runtime.io.mapformat import NODATA_CLASS
 from lulc.runtime.io.rasters import input_nodata, read_padded
 from lulc.runtime.kernels import block_ops
+from lulc.runtime.kernels import cpu as kernels_cpu
 from lulc.runtime.tiling import Block, TileGrid, blend_weights, make_grid
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ class BlockRunner:
         self.tiles_skipped = 0
         # model id -> the value maps write (the label raster's own codes), None where they are the ids
         values = [c.id for c in m.map_classes]
+        self.measure = kernels_cpu.MEASURES[opts.uncertainty] if opts.uncertainty else -1
+        self.entropy = arrays.to_device(kernels_cpu.entropy_table(self.k))
         self.class_values = None if values == list(range(self.k)) else np.array(
             [*values, *range(len(values), 255), NODATA_CLASS], np.uint8)
         #: raster row where this run's output starts; blocks above it are a halo whose tiles
@@ -183,12 +186,17 @@ class BlockRunner:
         probs = arrays.empty((self.k, oh, ow) if want_p else (1, 1, 1), np.uint8)
         conf = arrays.empty((oh, ow) if want_c else (1, 1), np.uint8)
         arrays.finalize(slot.acc, slot.valid, classes, probs, conf, want_p, want_c)
+        if self.measure >= 0:
+            unsure = arrays.empty((oh, ow), np.uint8)
+            arrays.uncertainty(slot.acc, slot.valid, unsure, self.measure, self.entropy)
         arrays.zero(slot.acc)  # the slot is free for its next block
         bands = [arrays.to_host(classes) if self.class_values is None else self.class_values[arrays.to_host(classes)]]
         if want_p:
             bands += list(arrays.to_host(probs))
         if want_c:
             bands.append(arrays.to_host(conf))
+        if self.measure >= 0:
+            bands.append(arrays.to_host(unsure))
         return bands
 
 

@@ -13,11 +13,15 @@ NODATA_CLASS = 255
 PROB_SCALE = 254
 
 
-def band_layout(classes: list[ClassInfo], probabilities: bool, confidence: bool) -> list[str]:
-    """Band descriptions in output order: class, then per-class probabilities, then confidence."""
+def band_layout(classes: list[ClassInfo], probabilities: bool, confidence: bool,
+                uncertainty: str | None = None) -> list[str]:
+    """Band descriptions in output order: class, then per-class probabilities, then confidence,
+    then the uncertainty of ``--uncertainty MEASURE`` (named ``uncertainty_MEASURE``)."""
     names = ["class"]
     if probabilities:
         names += [f"prob_{c.name}" for c in classes]
     if confidence:
         names.append("confidence")
+    if uncertainty:
+        names.append(f"uncertainty_{uncertainty}")
     return names

@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from lulc.runtime.core.manifest import ClassInfo
+from lulc.runtime.io.mapformat import NODATA_CLASS, PROB_SCALE
 from lulc.runtime.io.space import write_error
 
 
@@ -25,8 +26,10 @@ def sidecar_paths(final: Path) -> dict[str, Path]:
     return {"category names file": final.with_name(final.name + ".aux.xml"), "QGIS style": final.with_suffix(".qml")}
 
 
-def aux_xml(classes: list[ClassInfo]) -> ET.Element:
-    """GDAL PAM for band 1: category names by pixel value (the class ids), and a RAT of value, name and colour."""
+def aux_xml(classes: list[ClassInfo], bands: list[str] | None = None) -> ET.Element:
+    """GDAL PAM for band 1: category names by pixel value (the class ids), and a RAT of value, name and colour;
+    for the other ``bands`` (their descriptions, in order) their name and scale, so a GIS lists
+    ``uncertainty_entropy`` rather than "Band 4"."""
     values = [c.id for c in classes]
     root = ET.Element("PAMDataset")
     band = ET.SubElement(root, "PAMRasterBand", band="1")
@@ -51,6 +54,11 @@ def aux_xml(classes: list[ClassInfo]) -> ET.Element:
         entry = ET.SubElement(rat, "Row", index=str(row))
         for cell in (value, c.name, *c.color):
             ET.SubElement(entry, "F").text = str(cell)
+    for index, name in enumerate((bands or ["class"])[1:], start=2):
+        extra = ET.SubElement(root, "PAMRasterBand", band=str(index))
+        ET.SubElement(extra, "Description").text = name
+        ET.SubElement(extra, "NoDataValue").text = str(NODATA_CLASS)
+        ET.SubElement(extra, "Scale").text = repr(1 / PROB_SCALE)  # 0..254 stored for 0..1
     return root
 
 
@@ -67,13 +75,14 @@ def qml(classes: list[ClassInfo]) -> ET.Element:
     return root
 
 
-def write_sidecars(paths: dict[str, Path], classes: list[ClassInfo], final: Path, need: int | None = None) -> None:
+def write_sidecars(paths: dict[str, Path], classes: list[ClassInfo], final: Path, need: int | None = None,
+                   bands: list[str] | None = None) -> None:
     """Write the ``.aux.xml`` and ``.qml`` of the class map ``final`` (pixel value = class id)
     to ``paths`` (keyed as :func:`sidecar_paths` names them; their staged names), each read
     back as XML: a failed write is one line about ``final``, and nothing is left."""
     # GDAL ignores a PAM file that opens with an XML declaration (its colour table and names
     # vanish: found when the multi-band maps' palette did not load), so the .aux.xml has none
-    for path, tree, declared in ((paths["category names file"], aux_xml(classes), False),
+    for path, tree, declared in ((paths["category names file"], aux_xml(classes, bands), False),
                                  (paths["QGIS style"], qml(classes), True)):
         try:
             ET.ElementTree(tree).write(path, encoding="utf-8", xml_declaration=declared)

@@ -48,11 +48,11 @@ class PartialMap:
     """
 
     def __init__(self, final: Path, profile_src: rasterio.io.DatasetReader, classes: list[ClassInfo],
-                 probabilities: bool, confidence: bool, tags: dict[str, str]):
+                 probabilities: bool, confidence: bool, tags: dict[str, str], uncertainty: str | None = None):
         self.final = final
         self.path = temp_path(final, "partial.tif")
         self.classes, self.tags = classes, tags
-        self.names = band_layout(classes, probabilities, confidence)
+        self.names = band_layout(classes, probabilities, confidence, uncertainty)
         self.profile = {
             "driver": "GTiff", "width": profile_src.width, "height": profile_src.height, "count": len(self.names),
             "dtype": "uint8", "crs": profile_src.crs, "transform": profile_src.transform, "nodata": NODATA_CLASS,
@@ -166,8 +166,9 @@ class PartMap(PartialMap):
     """
 
     def __init__(self, part: Path, profile_src: rasterio.io.DatasetReader, classes: list[ClassInfo],
-                 probabilities: bool, confidence: bool, tags: dict[str, str], top: int, bottom: int):
-        super().__init__(part, profile_src, classes, probabilities, confidence, tags)
+                 probabilities: bool, confidence: bool, tags: dict[str, str], top: int, bottom: int,
+                 uncertainty: str | None = None):
+        super().__init__(part, profile_src, classes, probabilities, confidence, tags, uncertainty)
         self.path = temp_path(part, f"{os.getpid()}.partial.tif")  # one per attempt: a retried task never collides
         self.top = top
         # uncompressed like the single-process partial map: the COG step reads each part twice

@@ -67,8 +67,53 @@ def finalize_span(acc: np.ndarray, valid: np.ndarray, classes: np.ndarray, probs
             confidence[y, x] = np.uint8(min(best_v / wsum, 1.0) * PROB_SCALE + 0.5)
 
 
+#: --uncertainty measures, as the kernels number them
+MEASURES = {"entropy": 0, "margin": 1, "least": 2}
+
+
+def entropy_table(classes: int) -> np.ndarray:
+    """-p ln p / ln K for every stored probability p = q / PROB_SCALE (q = 0..PROB_SCALE): the
+    entropy band is the entropy of the probabilities as the map stores them, summed from this
+    table (no logarithm per pixel and class)."""
+    p = np.arange(PROB_SCALE + 1, dtype=np.float64) / PROB_SCALE
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log(p), 0.0)
+    return (terms / math.log(classes)).astype(np.float32)
+
+
+def uncertainty_span(acc: np.ndarray, valid: np.ndarray, out: np.ndarray, measure: int, table: np.ndarray,
+                     y: int, x0: int, x1: int) -> None:
+    """Pixels x0 <= x < x1 of row y of :func:`uncertainty`: 0 (sure) .. PROB_SCALE (unsure),
+    255 where invalid. Entropy H(p)/ln K of the stored (uint8) probabilities; margin
+    1 - (p1 - p2); least confidence 1 - p1."""
+    k = acc.shape[0] - 1
+    for x in range(x0, x1):
+        wsum = acc[k, y, x]
+        if not valid[y, x] or wsum <= 0.0:
+            out[y, x] = 255
+            continue
+        if measure == 0:
+            h = 0.0
+            for c in range(k):
+                h += table[int(min(acc[c, y, x] / wsum, 1.0) * PROB_SCALE + 0.5)]
+            u = h
+        else:
+            first = 0.0
+            second = 0.0
+            for c in range(k):
+                v = acc[c, y, x] / wsum
+                if v > first:
+                    second = first
+                    first = v
+                elif v > second:
+                    second = v
+            u = 1.0 - (first - second) if measure == 1 else 1.0 - first
+        out[y, x] = np.uint8(min(max(u, 0.0), 1.0) * PROB_SCALE + 0.5)
+
+
 is_missing = njit(nogil=True, cache=True, inline="always")(missing)
 _finalize_span = njit(nogil=True, cache=True, inline="always")(finalize_span)
+_uncertainty_span = njit(nogil=True, cache=True, inline="always")(uncertainty_span)
 
 
 @njit(nogil=True, cache=True)
@@ -163,6 +208,15 @@ def finalize(
     h, w = classes.shape
     for y in range(h):
         _finalize_span(acc, valid, classes, probs, confidence, want_probs, want_conf, y, 0, w)
+
+
+@njit(nogil=True, cache=True)
+def uncertainty(acc: np.ndarray, valid: np.ndarray, out: np.ndarray, measure: int, table: np.ndarray) -> None:
+    """Blended sums (K + 1, >=H, >=W) -> the uint8 uncertainty band (H, W) of ``measure``
+    (:data:`MEASURES`); ``table`` is :func:`entropy_table` of K."""
+    h, w = out.shape
+    for y in range(h):
+        _uncertainty_span(acc, valid, out, measure, table, y, 0, w)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -299,6 +353,23 @@ def reference_finalize(acc: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, 
     probs[:, bad] = 255
     conf[bad] = 255
     return classes, probs, conf
+
+
+def reference_uncertainty(acc: np.ndarray, valid: np.ndarray, measure: str) -> np.ndarray:
+    """NumPy definition of :func:`uncertainty` (the entropy of the probabilities as stored)."""
+    wsum = acc[-1]
+    bad = ~valid | (wsum <= 0)
+    p = np.minimum(acc[:-1] / np.where(bad, 1.0, wsum), 1.0)
+    if measure == "entropy":
+        stored = np.floor(p * PROB_SCALE + 0.5) / PROB_SCALE
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.where(stored > 0, -stored * np.log(stored), 0.0).sum(0) / np.log(p.shape[0])
+    else:
+        top = np.sort(p, axis=0)
+        u = 1 - (top[-1] - top[-2]) if measure == "margin" else 1 - top[-1]
+    out = np.floor(np.clip(u, 0, 1) * PROB_SCALE + 0.5).astype(np.uint8)
+    out[bad] = 255
+    return out
 
 
 def reference_mode_2x2(src: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ _THREADS_2D = (16, 16)
 
 _is_missing = cuda.jit(device=True)(cpu.missing)
 _finalize_span = cuda.jit(device=True)(cpu.finalize_span)
+_uncertainty_span = cuda.jit(device=True)(cpu.uncertainty_span)
 
 
 def _grid_2d(h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -126,6 +127,20 @@ def finalize(acc: DeviceArray, valid: DeviceArray, classes: DeviceArray, probs: 
     """Device twin of :func:`lulc.runtime.kernels.cpu.finalize`."""
     blocks, threads = _grid_2d(*classes.shape)
     _finalize[blocks, threads](acc, valid, classes, probs, confidence, want_probs, want_conf)
+
+
+@cuda.jit
+def _uncertainty(acc, valid, out, measure, table):  # noqa: ANN001
+    x, y = cuda.grid(2)
+    if y >= out.shape[0] or x >= out.shape[1]:
+        return
+    _uncertainty_span(acc, valid, out, measure, table, y, x, x + 1)
+
+
+def uncertainty(acc: DeviceArray, valid: DeviceArray, out: DeviceArray, measure: int, table: DeviceArray) -> None:
+    """Device twin of :func:`lulc.runtime.kernels.cpu.uncertainty`."""
+    blocks, threads = _grid_2d(*out.shape)
+    _uncertainty[blocks, threads](acc, valid, out, measure, table)
 
 
 # ---- buffer helpers: the runtime's few whole-array operations, on device -------------------

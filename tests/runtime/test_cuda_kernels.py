@@ -142,3 +142,17 @@ def test_device_resident_pipeline_equals_cpu_pipeline(bundle_copy, tmp_path, mon
             maps.append(dst.read())
     np.testing.assert_array_equal(maps[0], maps[1])
     assert (maps[1][0, :4, :6] == NODATA_CLASS).all()
+
+
+def test_uncertainty_equals_cpu():
+    rng = np.random.default_rng(4)
+    acc = rng.uniform(0, 1, (4, 12, 13)).astype(np.float32)
+    acc[-1] = acc[:-1].sum(0)
+    valid = rng.uniform(size=(12, 13)) > 0.2
+    table = kernels.entropy_table(3)
+    for measure in kernels.MEASURES.values():
+        out = np.empty((12, 13), np.uint8)
+        kernels.uncertainty(acc, valid, out, measure, table)
+        out_d = cuda.device_array(out.shape, np.uint8)
+        cuda_kernels.uncertainty(cuda.to_device(acc), cuda.to_device(valid), out_d, measure, cuda.to_device(table))
+        np.testing.assert_array_equal(out_d.copy_to_host(), out)

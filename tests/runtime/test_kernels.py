@@ -126,3 +126,16 @@ def test_a_cold_cache_compiles_the_write_side_in_a_second_process(tmp_path, monk
     assert proc.stdout.split("\n")[-2] == "True False [1, 1, 1] [1, 1]"
     names = {p.name.split("-")[0] for p in tmp_path.rglob("*.nbi")}
     assert {f"cpu.{k}" for k in ("mask_nodata", "pack_tiles", "blend_accumulate", "finalize", "mode_2x2")} <= names
+
+
+@pytest.mark.parametrize("measure", ["entropy", "margin", "least"])
+def test_uncertainty_matches_reference(measure):
+    rng = np.random.default_rng(5)
+    acc = rng.dirichlet(np.ones(4), (20, 24)).transpose(2, 0, 1).astype(np.float32)
+    acc = np.concatenate([acc * 1.7, np.full((1, 20, 24), 1.7, np.float32)])  # weight 1.7 everywhere
+    acc[-1, :2, :2] = 0.0
+    valid = rng.uniform(size=(20, 24)) > 0.1
+    out = np.empty((20, 24), np.uint8)
+    kernels.uncertainty(acc, valid, out, kernels.MEASURES[measure], kernels.entropy_table(4))
+    ref = kernels.reference_uncertainty(acc.astype(np.float64), valid, measure)
+    assert np.abs(out.astype(int) - ref).max() <= 1 and (out[~valid] == 255).all() and (out[:2, :2] == 255).all()
