@@ -122,6 +122,10 @@ RUN_OPTIONS = [
     click.option("--scene-stride", type=click.IntRange(min=1), default=None, metavar="N",
                  help="Scene bundles: one class per N px cell, down to 1, from the patch window around it "
                       "(default: one per patch; needs `lulc export --target onnx --scene-stride N`)."),
+    click.option("--ensemble", multiple=True, type=click.Path(), metavar="BUNDLE",
+                 help="Average the class probabilities with this bundle's (repeatable; same bands and classes)."),
+    click.option("--tta", type=click.Choice(["flips", "d4"]), default=None,
+                 help="Test-time augmentation: average the model over flipped (4) or flipped and rotated (8) tiles."),
     click.option("--tile", type=click.IntRange(min=1), default=None, help="Tile size in px (default: the bundle's)."),
     click.option("--overlap", type=click.IntRange(min=0), default=None, help="Tile overlap in px (default: the bundle's)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
@@ -174,11 +178,20 @@ def infer_options(verbose: int, quiet: int, **options: Any) -> InferOptions:
 def infer(bundle: str, inputs: tuple[str, ...], output: str, as_json: bool, **options: Any) -> None:
     """Classify INPUTS with the model BUNDLE and write a georeferenced class map.
 
+    Bundle folders given before the rasters (BUNDLE B2 B3 IMAGE) form an ensemble whose class
+    probabilities are averaged.
+
     INPUTS is one raster, or several co-registered rasters whose bands are stacked in the
     order given (as they were given to `lulc train --image`).
     """
     from lulc.runtime.infer import run_inference, summary_json
 
+    # leading INPUTS that are bundle folders are ensemble members: lulc-infer B1 B2 IMAGE
+    members = []
+    while len(inputs) > 1 and os.path.isfile(os.path.join(inputs[0], "bundle.json")):
+        members.append(inputs[0])
+        inputs = inputs[1:]
+    options["ensemble"] = (*members, *options["ensemble"])
     summary = run_inference(bundle, inputs, output, infer_options(**options))
     if as_json:
         click.echo(summary_json(summary))

@@ -38,7 +38,6 @@ import rasterio
 from rasterio.errors import RasterioError
 from tqdm.auto import tqdm
 
-from lulc.runtime.backends import prepare
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BackendUnavailable, Interrupted, LulcError, SettingError
 from lulc.runtime.io.outputs import temp_path
@@ -136,10 +135,12 @@ def one_at_a_time() -> Iterator[None]:
 def _worker_session(bundle_dir: str, opts: InferOptions) -> tuple[Bundle, Any]:
     """The bundle and its model session, opened once per worker process and bundle checksum."""
     bundle = Bundle.load(bundle_dir)
-    key = (bundle_dir, bundle.fingerprint(), opts.backend, opts.device, opts.precision, opts.scene_stride)
+    key = (bundle_dir, bundle.fingerprint(), opts.backend, opts.device, opts.precision, opts.scene_stride,
+           opts.ensemble, opts.tta)
     if key not in _SESSIONS:
-        _SESSIONS[key] = (bundle, prepare(bundle, opts.backend, opts.device, opts.precision, cores=worker_threads(),
-                                                   scene_stride=opts.scene_stride))
+        from lulc.runtime.infer import open_session
+
+        _SESSIONS[key] = (bundle, open_session(bundle, opts, worker_threads()))
     return _SESSIONS[key]
 
 

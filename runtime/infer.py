@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -22,7 +22,8 @@ import numpy as np
 import rasterio
 from tqdm.auto import tqdm
 
-from lulc.runtime.backends import prepare, session_identity
+from lulc.runtime.backends import Session, prepare, session_identity
+from lulc.runtime.backends.combined import check_members, combine
 from lulc.runtime.backends.scene_stride import stride_model, stride_tiles
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import InputRasterError, Interrupted, NoSpaceError, SettingError
@@ -66,6 +67,8 @@ class InferOptions:
     cores: int | None = None  # CPU threads for the model (default: all this process may use)
     scene_stride: int | None = None  # scene bundles: one class per N px cell (default: per patch)
     uncertainty: str | None = None  # entropy | margin | least: add an uncertainty band
+    ensemble: tuple[str, ...] = ()  # more bundles whose probabilities are averaged with the first's
+    tta: str | None = None  # flips | d4: average the model over flipped/rotated tiles
 
 
 @dataclass
@@ -81,6 +84,8 @@ class RunSummary:
     tiles_run: int
     tiles_skipped: int
     scene_stride: int | None  # px per class cell of a --scene-stride run
+    ensemble: list[str]  # the bundles averaged (the first is the run's own)
+    tta: str | None
     peak_rss_mb: float | None  # None where the OS does not report it (Windows)
 
 
@@ -104,15 +109,17 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike |
     run; the map and then the quicklook are renamed into place only when complete.
     """
     opts = opts or InferOptions()
+    # members are opened by path, possibly on Dask workers: absolute paths
+    opts = replace(opts, ensemble=tuple(str(Path(p).resolve()) for p in opts.ensemble))
     bundle = Bundle.load(bundle_dir)
     inputs = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
     final = Path(output_path)
     wanted = {"output": final, **sidecar_paths(final), **({"quicklook": opts.quicklook} if opts.quicklook else {})}
     own = Publication({k: Path(v) for k, v in wanted.items()}).own_outputs() if opts.resume else set()
-    paths = check_outputs(wanted, inputs, [bundle.root], opts.overwrite, own)
+    paths = check_outputs(wanted, inputs, [bundle.root, *opts.ensemble], opts.overwrite, own)
     with locked_all(paths.values()):
         own = Publication(paths).own_outputs() if opts.resume else set()
-        check_outputs(wanted, inputs, [bundle.root], opts.overwrite, own)  # again, now that no other run can change them
+        check_outputs(wanted, inputs, [bundle.root, *opts.ensemble], opts.overwrite, own)  # again, now that no other run can change them
         publication = Publication(paths)
         if opts.resume and publication.finish_interrupted():
             return _completed(final, inputs)
@@ -148,7 +155,7 @@ def _completed(final: Path, inputs: list) -> RunSummary:
         pixels, tags = src.width * src.height, src.tags()
     logger.info("%s is complete: the interrupted run had finished it", final)
     return RunSummary(", ".join(map(str, inputs)), str(final), pixels, 0.0, 0.0, tags.get("LULC_BACKEND", "-"), "-",
-                      tags.get("LULC_PRECISION", "-"), 0, 0, None, peak_rss_mb())
+                      tags.get("LULC_PRECISION", "-"), 0, 0, None, [], None, peak_rss_mb())
 
 
 def tile_geometry(bundle: Bundle, opts: InferOptions, height: int, width: int) -> tuple[int, int]:
@@ -194,7 +201,7 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, publication: P
         key = {"model": bundle.fingerprint(), "inputs": inputs_identity(src.files, skip=[source] if len(inputs) > 1 else []),
                "tile": geometry[0], "overlap": geometry[1], "block_px": opts.block_px, "scene_stride": opts.scene_stride,
                "probabilities": opts.probabilities, "confidence": opts.confidence, "band_names": opts.band_names,
-               "uncertainty": opts.uncertainty,
+               "uncertainty": opts.uncertainty, "tta": opts.tta,
                "requested": [opts.backend, opts.device, opts.precision]}
         if opts.dask:
             from lulc.runtime.distributed import run_parts
@@ -209,7 +216,8 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, publication: P
         pixels = src.width * src.height
     summary = RunSummary(", ".join(map(str, inputs)), str(final), pixels, round(seconds, 3), round(pixels / 1e6 / seconds, 3),
                          figures["backend"], figures["device"], figures["precision"], figures["tiles_run"],
-                         figures["tiles_skipped"], opts.scene_stride, peak_rss_mb())
+                         figures["tiles_skipped"], opts.scene_stride, [str(bundle.root), *opts.ensemble], opts.tta,
+                         peak_rss_mb())
     logger.info("classified %s px in %.1f s (%.2f MPix/s) with %s at %s", pixels, seconds, summary.mpix_per_s,
                 summary.device, summary.precision)
     return summary
@@ -224,7 +232,7 @@ def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, publication: Publi
     final = publication.final
     t0 = time.perf_counter()
     threading.Thread(target=kernels.warm_up, name="lulc-warm-up", daemon=True).start()
-    session = prepare(bundle, opts.backend, opts.device, opts.precision, cores=opts.cores, scene_stride=opts.scene_stride)
+    session = open_session(bundle, opts, opts.cores)
     grid, runner = block_runner(bundle, session, src, opts, geometry)
     resume = ResumeState(final, {**key, "session": session_identity(bundle, session)})
     partial = PartialMap(final, src, m.map_classes, opts.probabilities, opts.confidence,
@@ -250,6 +258,17 @@ def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, publication: Publi
         _stop(partial, resume, grid, exc)
     return {"backend": session.name, "device": session.device, "precision": session.precision,
             "tiles_run": runner.tiles_run, "tiles_skipped": runner.tiles_skipped, "resumed": bool(rows_done)}
+
+
+def open_session(bundle: Bundle, opts: InferOptions, cores: int | None) -> Session:
+    """The bundle's model as ``opts`` asks: alone, or averaged with the ``--ensemble`` members
+    and over ``--tta`` (:mod:`lulc.runtime.backends.combined`)."""
+    def one(b: Bundle) -> Session:
+        return prepare(b, opts.backend, opts.device, opts.precision, cores=cores, scene_stride=opts.scene_stride)
+
+    members = [Bundle.load(path) for path in opts.ensemble]
+    check_members(bundle, members)
+    return combine(bundle, one(bundle), [(b, one(b)) for b in members], opts.tta)
 
 
 def _restore(runner: BlockRunner, grid: TileGrid, resume: ResumeState, partial: PartialMap) -> int:

@@ -56,6 +56,9 @@ class Session:
 def session_identity(bundle: Bundle, session: Session) -> dict:
     """What decides the session's outputs: the engine, device and precision that run, and the
     checksum of the artefact they run."""
+    combined = getattr(session, "identity", None)
+    if combined is not None:  # an ensemble or --tta: what each member ran
+        return combined()
     art = bundle.manifest.artifacts.get(session.artifact)
     return {"backend": session.name, "device": session.device, "precision": session.precision,
             "artifact": session.artifact, "sha256": art.sha256 if art else None}

@@ -7,6 +7,7 @@ block by block, overviews included, before :mod:`lulc.runtime.io.publish` rename
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -153,8 +154,16 @@ def map_tags(bundle: Bundle, session: Session, scene_stride: int | None = None) 
     m = bundle.manifest
     ran = session_identity(bundle, session)
     return {"LULC_BUNDLE": m.architecture, "LULC_TASK": m.task, "LULC_BACKEND": session.name,
-            "LULC_PRECISION": session.precision, "LULC_ARTIFACT": str(ran["sha256"] or ""),
+            "LULC_PRECISION": session.precision, "LULC_ARTIFACT": _artifact_tag(ran),
             **identity_tags(bundle, scene_stride)}
+
+
+def _artifact_tag(ran: dict) -> str:
+    """The checksum of the artefact that ran; for an ensemble or --tta, a checksum of what
+    each member ran and how."""
+    if "members" in ran:
+        return hashlib.sha256(json.dumps(ran, sort_keys=True).encode()).hexdigest()
+    return str(ran["sha256"] or "")
 
 
 class PartMap(PartialMap):
