@@ -112,6 +112,21 @@ def main(verbose: int, quiet: int) -> None:
     configure_logging(verbose - quiet)
 
 
+#: what to do to a finished map (lulc-infer, lulc batch, lulc clean); they fill InferOptions /
+#: PostOptions by name
+POST_OPTIONS = [
+    click.option("--mmu", type=float, default=None, metavar="HECTARES",
+                 help="Minimum mapping unit: merge 8-connected regions smaller than this into their largest neighbour "
+                      "(as GDAL's sieve on the whole map)."),
+    click.option("--mmu-px", type=int, default=None, metavar="N", help="The minimum mapping unit in pixels."),
+    click.option("--majority", type=click.IntRange(min=1), default=None, metavar="RADIUS",
+                 help="Majority (modal) filter over a (2 RADIUS + 1)² px window."),
+    click.option("--smooth", type=click.Choice(["bayes"]), default=None,
+                 help="Bayesian smoothing of the class probabilities (sits' method) before the classes are chosen."),
+    click.option("--smoothness", type=float, default=20.0, show_default=True, help="Prior variance of --smooth bayes."),
+    click.option("--smooth-window", type=int, default=7, show_default=True, help="Window of --smooth bayes, px (odd)."),
+]
+
 #: options every classifying command takes, in --help order; they fill InferOptions by name
 RUN_OPTIONS = [
     click.option("--backend", type=click.Choice(["auto", "trt", "onnx", "keras"]), default="auto", show_default=True),
@@ -126,6 +141,7 @@ RUN_OPTIONS = [
                  help="Average the class probabilities with this bundle's (repeatable; same bands and classes)."),
     click.option("--tta", type=click.Choice(["flips", "d4"]), default=None,
                  help="Test-time augmentation: average the model over flipped (4) or flipped and rotated (8) tiles."),
+    *POST_OPTIONS,
     click.option("--tile", type=click.IntRange(min=1), default=None, help="Tile size in px (default: the bundle's)."),
     click.option("--overlap", type=click.IntRange(min=0), default=None, help="Tile overlap in px (default: the bundle's)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
@@ -157,6 +173,13 @@ def run_options(func: F) -> F:
     return func
 
 
+def post_options(func: F) -> F:
+    """Add :data:`POST_OPTIONS` to a command."""
+    for option in reversed(POST_OPTIONS):
+        func = option(func)
+    return func
+
+
 def infer_options(verbose: int, quiet: int, **options: Any) -> InferOptions:
     """InferOptions from the command's options (and its own -v/-q applied)."""
     from lulc.runtime.infer import InferOptions
@@ -173,6 +196,9 @@ def infer_options(verbose: int, quiet: int, **options: Any) -> InferOptions:
 @click.option("--quicklook", type=click.Path(), default=None, help="Also write a PNG preview of the class map.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last finished block row.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON run summary on stdout.")
+@click.option("--vector", type=click.Path(), default=None, metavar="OUT.gpkg",
+              help="Also write the map's regions as polygons (class, name, pixels, hectares) to a GeoPackage.")
+@click.option("--simplify", type=click.FloatRange(min=0), default=0.0, help="Simplify --vector polygons (map units).")
 @run_options
 @handle_errors
 def infer(bundle: str, inputs: tuple[str, ...], output: str, as_json: bool, **options: Any) -> None:

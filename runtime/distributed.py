@@ -45,7 +45,7 @@ from lulc.runtime.io.publish import Publication
 from lulc.runtime.io.rasters import open_input
 from lulc.runtime.io.space import write_error
 from lulc.runtime.io.vrt import stack_rows
-from lulc.runtime.io.writer import PartMap, map_tags, write_cog
+from lulc.runtime.io.writer import PartMap, Product, finish_map, map_tags
 from lulc.runtime.pipeline import block_runner, stream_blocks
 from lulc.runtime.tiling import TileGrid, make_grid
 
@@ -162,7 +162,7 @@ def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int]
             first = grid.block(r0, 0)
             last = grid.block(r1 - 1, 0)
             runner.first_row = first.y0
-            sink = PartMap(part_path, src, m.map_classes, opts.probabilities, opts.confidence, tags,
+            sink = PartMap(part_path, src, m.map_classes, opts.probabilities or bool(opts.smooth), opts.confidence, tags,
                            first.y0, last.y0 + last.owned_h, opts.uncertainty)
             sink.create()
             halo = r0 - (1 if r0 > 0 and grid.overlap else 0)
@@ -226,11 +226,13 @@ def run_parts(bundle: Bundle, source: str | os.PathLike, publication: Publicatio
                                   "rerun the same command to reuse them") from None
             raise
     figures.update(workers=workers, parts=len(plan))
+    from lulc.runtime.infer import run_product
+
     if figures["tiles_run"] or figures["resumed"]:  # else all nodata: the caller says so
-        smooth = bool(opts.probabilities or opts.confidence or opts.uncertainty)
+        product = run_product(bundle, opts)
         publication.work_files.append(parts)
         publication.need = 2 * sum(p.stat().st_size for p in paths if p.exists())
-        assemble(publication, src, paths, [grid.block(r0, 0).y0 for r0, _ in plan], smooth)
+        assemble(publication, src, paths, [grid.block(r0, 0).y0 for r0, _ in plan], product)
     else:
         shutil.rmtree(parts, ignore_errors=True)
     return figures
@@ -276,13 +278,13 @@ def _gather(client: Client, futures: list, progress: bool) -> dict:
 
 
 def assemble(publication: Publication, src: rasterio.io.DatasetReader, paths: list[Path], tops: list[int],
-             smooth: bool) -> None:
+             product: Product) -> None:
     """Write the staged COG of ``publication`` straight from a VRT that stacks the parts (no copy)."""
     final = publication.final
     mosaic = temp_path(final, "parts.vrt")
     try:
         stack_rows(list(zip(paths, tops)), src.width, src.height, src.transform, mosaic)
-        write_cog(mosaic, publication.staged("output"), smooth, final=final, need=publication.need)
+        finish_map(mosaic, publication.staged("output"), final, product, publication.need)
     except (RasterioError, OSError) as exc:
         if isinstance(exc, LulcError):
             raise

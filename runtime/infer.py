@@ -37,9 +37,11 @@ from lulc.runtime.io.quicklook import write_quicklook
 from lulc.runtime.io.rasters import open_input
 from lulc.runtime.io.resume import ResumeState
 from lulc.runtime.io.space import no_space
-from lulc.runtime.io.writer import PartialMap, map_tags
+from lulc.runtime.io.writer import PartialMap, Product, map_tags
 from lulc.runtime.kernels import cpu as kernels
 from lulc.runtime.pipeline import BlockRunner, block_runner, block_window, stream_blocks
+from lulc.runtime.postprocess.stage import PostOptions
+from lulc.runtime.postprocess.vectorize import write_vector
 from lulc.runtime.tiling import TileGrid
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,19 @@ class InferOptions:
     uncertainty: str | None = None  # entropy | margin | least: add an uncertainty band
     ensemble: tuple[str, ...] = ()  # more bundles whose probabilities are averaged with the first's
     tta: str | None = None  # flips | d4: average the model over flipped/rotated tiles
+    mmu: float | None = None  # minimum mapping unit, hectares
+    mmu_px: int | None = None  # the same in pixels
+    majority: int | None = None  # majority filter radius, px
+    smooth: str | None = None  # bayes: Bayesian smoothing of the probabilities
+    smoothness: float = 20.0
+    smooth_window: int = 7
+    vector: str | os.PathLike | None = None  # GeoPackage of the map's regions as polygons
+    simplify: float = 0.0  # tolerance of --vector, map units
+
+    @property
+    def post(self) -> PostOptions:
+        """The post-processing these options ask for."""
+        return PostOptions(self.mmu, self.mmu_px, self.majority, self.smooth, self.smoothness, self.smooth_window)
 
 
 @dataclass
@@ -111,10 +126,12 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike |
     opts = opts or InferOptions()
     # members are opened by path, possibly on Dask workers: absolute paths
     opts = replace(opts, ensemble=tuple(str(Path(p).resolve()) for p in opts.ensemble))
+    opts.post.check()
     bundle = Bundle.load(bundle_dir)
     inputs = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
     final = Path(output_path)
-    wanted = {"output": final, **sidecar_paths(final), **({"quicklook": opts.quicklook} if opts.quicklook else {})}
+    wanted = {"output": final, **sidecar_paths(final), **({"quicklook": opts.quicklook} if opts.quicklook else {}),
+              **({"vector": opts.vector} if opts.vector else {})}
     own = Publication({k: Path(v) for k, v in wanted.items()}).own_outputs() if opts.resume else set()
     paths = check_outputs(wanted, inputs, [bundle.root, *opts.ensemble], opts.overwrite, own)
     with locked_all(paths.values()):
@@ -138,6 +155,8 @@ def run_inference(bundle_dir: str | os.PathLike, input_path: str | os.PathLike |
             if "quicklook" in paths:
                 write_quicklook(publication.staged("output"), publication.staged("quicklook"), final=paths["quicklook"],
                                 need=publication.need)
+            if "vector" in paths:
+                write_vector(publication.staged("output"), publication.staged("vector"), paths["vector"], opts.simplify)
             publication.commit()
         except BaseException as exc:
             publication.discard(work_files=isinstance(exc, NoSpaceError))
@@ -198,10 +217,11 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, publication: P
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GTIFF_DIRECT_IO=True), \
             open_input(source, m.input, band_names=opts.band_names, normalization=m.normalization) as src:
         geometry = tile_geometry(bundle, opts, src.height, src.width)
+        opts.post.threshold(src)  # --mmu in hectares needs a projected CRS: said before any work
         key = {"model": bundle.fingerprint(), "inputs": inputs_identity(src.files, skip=[source] if len(inputs) > 1 else []),
                "tile": geometry[0], "overlap": geometry[1], "block_px": opts.block_px, "scene_stride": opts.scene_stride,
                "probabilities": opts.probabilities, "confidence": opts.confidence, "band_names": opts.band_names,
-               "uncertainty": opts.uncertainty, "tta": opts.tta,
+               "uncertainty": opts.uncertainty, "tta": opts.tta, "post": asdict(opts.post),
                "requested": [opts.backend, opts.device, opts.precision]}
         if opts.dask:
             from lulc.runtime.distributed import run_parts
@@ -235,7 +255,8 @@ def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, publication: Publi
     session = open_session(bundle, opts, opts.cores)
     grid, runner = block_runner(bundle, session, src, opts, geometry)
     resume = ResumeState(final, {**key, "session": session_identity(bundle, session)})
-    partial = PartialMap(final, src, m.map_classes, opts.probabilities, opts.confidence,
+    # Bayesian smoothing reads the probabilities back: the partial map keeps them
+    partial = PartialMap(final, src, m.map_classes, opts.probabilities or bool(opts.smooth), opts.confidence,
                          map_tags(bundle, session, opts.scene_stride), opts.uncertainty)
     publication.need = partial.need
     rows_done = _restore(runner, grid, resume, partial) if opts.resume else 0
@@ -250,7 +271,7 @@ def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, publication: Publi
             stream_blocks(runner, src, partial, blocks, reader, writer, resume, bar, t0)
         if rows_done or runner.tiles_run:
             publication.work_files += [partial.path, resume.path]
-            partial.finish(publication.staged("output"))
+            partial.finish(publication.staged("output"), run_product(bundle, opts))
         else:  # all nodata: the caller says so, and nothing is kept
             resume.clear()
             partial.discard()
@@ -258,6 +279,13 @@ def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, publication: Publi
         _stop(partial, resume, grid, exc)
     return {"backend": session.name, "device": session.device, "precision": session.precision,
             "tiles_run": runner.tiles_run, "tiles_skipped": runner.tiles_skipped, "resumed": bool(rows_done)}
+
+
+def run_product(bundle: Bundle, opts: InferOptions) -> Product:
+    """The bands and post-processing of the map a run publishes."""
+    classes = bundle.manifest.map_classes
+    return Product(band_layout(classes, opts.probabilities, opts.confidence, opts.uncertainty),
+                   tuple(c.id for c in classes), opts.post, opts.uncertainty)
 
 
 def open_session(bundle: Bundle, opts: InferOptions, cores: int | None) -> Session:

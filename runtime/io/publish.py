@@ -1,7 +1,7 @@
 """A run's outputs published together: staged, verified, recorded, then renamed, the map last.
 
 The map, its ``.aux.xml``/``.qml`` sidecars and the quicklook are one result. Each is written
-and read back under a hidden name beside its final path (``.NAME.staged``); only when all of
+and read back under a hidden name beside its final path (``.NAME.staged.EXT``); only when all of
 them are complete does a small record (``.MAP.publish.json``: every file's final path and
 SHA-256) go to disk, and then the renames follow, the map last. So:
 
@@ -31,7 +31,8 @@ MAP = "output"
 
 
 def _staged(final: Path) -> Path:
-    return temp_path(final, "staged")
+    """``.NAME.staged.EXT``: hidden, beside the final path, with its extension (drivers check it)."""
+    return temp_path(final, "staged" + final.suffix)
 
 
 def _remove(path: Path) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,6 +33,7 @@ from lulc.runtime.io.overviews import level_paths, overview_sizes, write_levels
 from lulc.runtime.io.resume import crc_bands
 from lulc.runtime.io.space import require_space, write_error
 from lulc.runtime.io.vrt import with_overviews
+from lulc.runtime.postprocess.stage import PostOptions, postprocess
 
 if TYPE_CHECKING:
     from lulc.runtime.backends import Session
@@ -129,11 +131,12 @@ class PartialMap:
         if self.dst is not None and not self.dst.closed:
             self.dst.close()
 
-    def finish(self, staged: Path) -> None:
+    def finish(self, staged: Path, product: Product | None = None) -> None:
         """Close and convert into the verified COG ``staged`` (published later, with the run's
-        other outputs); the partial map stays until then, so a kill before can still resume."""
+        other outputs), post-processed as ``product`` asks; the partial map stays until then, so
+        a kill before can still resume."""
         _output_call(self.final, self.close, need=self.need)
-        write_cog(self.path, staged, smooth=len(self.names) > 1, final=self.final, need=self.need)
+        finish_map(self.path, staged, self.final, product or Product(self.names), self.need)
 
     def discard(self) -> None:
         self.close()
@@ -196,6 +199,35 @@ class PartMap(PartialMap):
         _output_call(self.final, self.close, need=self.need)
         _output_call(self.final, verify_raster, self.path, need=self.need)
         _output_call(self.final, replace_atomically, self.path, self.final, need=self.need)
+
+
+@dataclass(frozen=True)
+class Product:
+    """What the published map holds: its bands and, where any is asked for, the
+    post-processing of :mod:`lulc.runtime.postprocess` (``class_values``: the map values of the
+    probability bands, in order; ``measure``: the uncertainty band's)."""
+
+    names: list[str]
+    class_values: tuple[int, ...] = ()
+    post: PostOptions = PostOptions()
+    measure: str | None = None
+
+
+def finish_map(work: Path, staged: Path, final: Path, product: Product, need: int | None = None) -> int:
+    """The verified COG ``staged`` from the classified map ``work`` (a partial map, or a VRT
+    of a distributed run's parts), through a post-processed copy where one is asked for;
+    returns the regions the minimum mapping unit merged away."""
+    source, merged = work, 0
+    post = temp_path(final, "post.tif")
+    try:
+        if product.post.active:
+            merged = _output_call(final, postprocess, work, post, product.names, list(product.class_values),
+                                  product.post, product.measure, need=need)
+            source = post
+        write_cog(source, staged, smooth=len(product.names) > 1, final=final, need=need)
+    finally:
+        post.unlink(missing_ok=True)
+    return merged
 
 
 def _output_call(final: Path, call: Callable[..., T], *args: Any, need: int | None = None, **kwargs: Any) -> T:
