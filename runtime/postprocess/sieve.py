@@ -30,6 +30,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from numba import njit
 
+#: labels, sizes and links are 32-bit: a map has fewer than 2**31 regions (each at least a pixel)
+LABEL = np.int32
+
 
 @njit(nogil=True, cache=True)
 def _find(parent: np.ndarray, i: int) -> int:
@@ -142,7 +145,7 @@ def compare_rows(ids: np.ndarray, prev_ids: np.ndarray, has_prev: bool, eight: b
 def resolve_merges(roots: np.ndarray, sizes: np.ndarray, big: np.ndarray, threshold: int) -> None:
     """Regions below ``threshold`` walk their biggest neighbours to one at least that large
     (``big`` then points at it) or give up (``big`` -1), as GDALSieveFilter does."""
-    seen = np.full(big.shape[0], -1, np.int64)  # the region whose walk last visited each
+    seen = np.full(big.shape[0], -1, big.dtype)  # the region whose walk last visited each
     for r in roots:
         if sizes[r] >= threshold:
             big[r] = -1
@@ -190,20 +193,23 @@ Strips = Callable[[], Iterator[tuple[int, np.ndarray]]]
 
 
 class _Labels:
-    """The growing per-label arrays of the first pass (``used`` labels so far)."""
+    """The growing per-label arrays of the first pass (``used`` labels so far): 9 bytes a
+    label (int32 parent and size, uint8 class), as GDAL's enumerator keeps ~24 a polygon."""
 
     def __init__(self, width: int):
-        self.parent = np.zeros(max(1024, width), np.int64)
+        self.parent = np.zeros(max(1024, width), LABEL)
         self.sizes = np.zeros_like(self.parent)
-        self.values = np.zeros_like(self.parent)
+        self.values = np.zeros(len(self.parent), np.uint8)
         self.used = 0
 
     def room(self, needed: int) -> None:
+        if needed >= np.iinfo(LABEL).max:
+            raise MemoryError("more regions than a 32-bit label can count")
         if needed > len(self.parent):
             cap = max(needed, 2 * len(self.parent))
             for name in ("parent", "sizes", "values"):
-                grown = np.zeros(cap, np.int64)
                 old = getattr(self, name)
+                grown = np.zeros(cap, old.dtype)
                 grown[: len(old)] = old
                 setattr(self, name, grown)
 
@@ -217,14 +223,14 @@ def _passes(strips: Strips, width: int, nodata: int, eight: bool, labels: _Label
     """Label the strips in order; yields (row, strip, ids, previous row's ids, whether there
     is one). With ``labels`` (the first pass) the labels are joined and counted there."""
     prev_vals = np.zeros(width, np.uint8)
-    prev_ids = np.full(width, -1, np.int64)
+    prev_ids = np.full(width, -1, LABEL)
     has_prev, next_id = False, 0
-    scratch = np.zeros(1, np.int64)
+    scratch, scratch_values = np.zeros(1, LABEL), np.zeros(1, np.uint8)
     for row, rows in strips():
-        ids = np.empty(rows.shape, np.int64)
+        ids = np.empty(rows.shape, LABEL)
         if labels is not None:
             labels.room(next_id + rows.size)
-        arrays = (labels.parent, labels.sizes, labels.values) if labels is not None else (scratch, scratch, scratch)
+        arrays = (labels.parent, labels.sizes, labels.values) if labels is not None else (scratch, scratch, scratch_values)
         next_id = label_rows(rows, nodata, eight, prev_vals, prev_ids, has_prev, next_id, ids, *arrays,
                              labels is not None)
         if labels is not None:
@@ -244,7 +250,7 @@ def sieve(strips: Strips, width: int, threshold: int, write: Callable[[int, np.n
         pass
     labels.trimmed()
     region = roots_of(labels.parent, labels.sizes)
-    big = np.full(len(region), -1, np.int64)
+    big = np.full(len(region), -1, LABEL)
     for _, _, ids, prev_ids, has_prev in _passes(strips, width, nodata, eight, None):
         compare_rows(ids, prev_ids, has_prev, eight, region, labels.sizes, big)
     roots = np.flatnonzero(region == np.arange(len(region)))
@@ -261,7 +267,7 @@ def sieve(strips: Strips, width: int, threshold: int, write: Callable[[int, np.n
 def roots_of(parent: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Each label's region (its root); every label's size is added into its root's."""
     n = parent.shape[0]
-    region = np.empty(n, np.int64)
+    region = np.empty(n, parent.dtype)
     for i in range(n):
         region[i] = _find(parent, i)
     for i in range(n):

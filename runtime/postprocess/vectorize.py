@@ -75,20 +75,55 @@ def polygons(source: str | Path, names: dict[int, str]) -> Iterator[tuple[dict, 
         region = roots_of(labels.parent, labels.sizes)
         end = np.full(len(region), -1, np.int64)
         np.maximum.at(end, region, last)  # a region's last row: the last of its labels'
-        coefficients = [transform.a, transform.b, transform.d, transform.e, transform.xoff, transform.yoff]
         pieces: dict[int, list] = {}
+        slot = np.full(len(region), -1, np.int32)  # region -> its number in the current strip
         for row, rows, ids, _, _ in _passes(strips, width, NODATA_CLASS, False, None):
-            regions = np.where(ids >= 0, region[np.maximum(ids, 0)], -1)
-            local, inverse = np.unique(regions, return_inverse=True)
-            compact = inverse.reshape(regions.shape).astype(np.int32)
+            compact = np.empty(ids.shape, np.int32)
+            local = _compact(ids, region, slot, compact)
             shifted = rasterio.Affine.translation(0, row)
-            for geometry, value in shapes(compact, mask=regions >= 0, connectivity=4, transform=shifted):
-                pieces.setdefault(int(local[int(value)]), []).append(shape(geometry))
+            for geometry, value in shapes(compact, mask=compact >= 0, connectivity=4, transform=shifted):
+                pieces.setdefault(int(local[int(value)]), []).append(geometry)
+            slot[local] = -1
             done = [r for r in pieces if end[r] < row + rows.shape[0]]
             for r in sorted(done):
-                joined = shapely.union_all(pieces.pop(r))
-                placed = shapely.affinity.affine_transform(joined, coefficients)
-                yield mapping(placed), int(labels.values[r]), int(labels.sizes[r])
+                parts = pieces.pop(r)
+                # most regions lie in one strip: their piece is the polygon, only moved to the map
+                joined = parts[0] if len(parts) == 1 else mapping(shapely.union_all([shape(p) for p in parts]))
+                yield _placed(joined, transform), int(labels.values[r]), int(labels.sizes[r])
+
+
+@njit(nogil=True, cache=True)
+def _compact(ids: np.ndarray, region: np.ndarray, slot: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out``: each pixel's region numbered 0.. in order of appearance in the strip (-1:
+    nodata), for ``shapes`` (int32 values); returns the regions in that order."""
+    found = []
+    for y in range(ids.shape[0]):
+        for x in range(ids.shape[1]):
+            i = ids[y, x]
+            if i < 0:
+                out[y, x] = -1
+                continue
+            r = region[i]
+            if slot[r] < 0:
+                slot[r] = len(found)
+                found.append(r)
+            out[y, x] = slot[r]
+    return np.array(found, dtype=np.int64) if found else np.zeros(0, np.int64)
+
+
+def _placed(geometry: dict, transform: rasterio.Affine) -> dict:
+    """A polygon in pixel coordinates moved to map coordinates by ``transform``."""
+    polygons = geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
+    moved = []
+    for polygon in polygons:
+        rings = []
+        for ring in polygon:
+            xy = np.asarray(ring, np.float64)
+            xs = transform.a * xy[:, 0] + transform.b * xy[:, 1] + transform.c
+            ys = transform.d * xy[:, 0] + transform.e * xy[:, 1] + transform.f
+            rings.append(list(zip(xs.tolist(), ys.tolist())))
+        moved.append(rings)
+    return {"type": geometry["type"], "coordinates": moved if geometry["type"] == "MultiPolygon" else moved[0]}
 
 
 def write_polygons(source: str | Path, out: Path, layer: str, crs: rasterio.crs.CRS, names: dict[int, str],
@@ -102,13 +137,17 @@ def write_polygons(source: str | Path, out: Path, layer: str, crs: rasterio.crs.
                                                     "area_ha": "float"}}
     count = 0
     with fiona.open(out, "w", driver="GPKG", crs_wkt=crs.to_wkt(), layer=layer, schema=schema) as dst:
+        batch = []
         for geometry, value, pixels in polygons(source, names):
             if simplify:
                 geometry = mapping(shape(geometry).simplify(simplify, preserve_topology=True))
-            dst.write({"geometry": geometry, "properties": {"class": value, "class_name": names.get(value, str(value)),
-                                                           "pixels": pixels, "area_ha": round(pixels * pixel_ha, 6)}})
-            count += 1
-    return count
+            batch.append({"geometry": geometry, "properties": {"class": value, "class_name": names.get(value, str(value)),
+                                                              "pixels": pixels, "area_ha": round(pixels * pixel_ha, 6)}})
+            if len(batch) == 4096:  # one GeoPackage transaction per batch, not per polygon
+                dst.writerecords(batch)
+                count, batch = count + len(batch), []
+        dst.writerecords(batch)
+    return count + len(batch)
 
 
 def write_vector(class_map: str | Path, out: Path, final: Path, simplify: float = 0.0) -> int:
