@@ -25,12 +25,12 @@ BIN = Path(sys.executable).parent
 #: the cases: label -> extra lulc-infer arguments (the map is OUT.tif)
 CASES = {
     "plain": [],
-    "--mmu 0.5 (50 px)": ["--mmu", "0.5"],
-    "--uncertainty entropy": ["--uncertainty", "entropy"],
-    "--majority 2": ["--majority", "2"],
-    "--smooth bayes": ["--smooth", "bayes"],
-    "--vector": ["--vector", "{out}.gpkg"],
-    "--tta flips": ["--tta", "flips"],
+    "mmu 0.5 ha (50 px)": ["--mmu", "0.5"],
+    "uncertainty entropy": ["--uncertainty", "entropy"],
+    "majority 2": ["--majority", "2"],
+    "smooth bayes": ["--smooth", "bayes"],
+    "vector": ["--vector", "{out}.gpkg"],
+    "tta flips": ["--tta", "flips"],
     "ensemble of 2": ["--ensemble", "{bundle}"],
 }
 
@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle")
     parser.add_argument("--size", type=int, default=4096)
-    parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--dask", action="store_true", help="also --mmu on --dask local:2, checked against the sieve")
     parser.add_argument("-o", "--output", default="out/post-bench")
     args = parser.parse_args()
@@ -98,14 +98,14 @@ def main() -> None:
             seconds, rss, _ = timed([str(BIN / "lulc-infer"), args.bundle, str(raster), "-o", str(target),
                                      "--no-progress", "--overwrite", *extra])
             rows.append({"case": label, "size": args.size, "seconds": round(seconds, 2), "peak_rss_mb": round(rss, 1),
-                         "map": str(target), "vector": extra[1] if label == "--vector" else None})
+                         "map": str(target), "vector": extra[1] if label == "vector" else None})
             print(f"{label:<24} {seconds:7.2f} s  {rss:8.1f} MB", flush=True)
         plain = rows[0]
         for row in rows:
             row["x_plain_time"] = round(row["seconds"] / plain["seconds"], 3)
             row["x_plain_rss"] = round(row["peak_rss_mb"] / plain["peak_rss_mb"], 3)
         peers = []
-        mmu_row = next((r for r in rows if r["case"].startswith("--mmu")), None)
+        mmu_row = next((r for r in rows if r["case"].startswith("mmu")), None)
         if mmu_row:
             sieved = out / "peer_sieve.tif"
             seconds, rss, _ = timed([sys.executable, "-c", PEER, plain["map"], "sieve", "50", str(sieved)])
@@ -118,7 +118,7 @@ def main() -> None:
                                          "--no-progress", "--overwrite", "--mmu", "0.5", "--dask", "local:2"])
                 mmu_row["dask_local2_equals_whole_image_sieve"] = pixels_equal(dask_map, sieved)
                 mmu_row["dask_local2_seconds"] = round(seconds, 2)
-        vec_row = next((r for r in rows if r["case"] == "--vector"), None)
+        vec_row = next((r for r in rows if r["case"] == "vector"), None)
         if vec_row:
             seconds, rss, stdout = timed([sys.executable, "-c", PEER, vec_row["map"], "shapes"])
             vec_row["polygons"] = polygon_count(Path(vec_row["vector"]))

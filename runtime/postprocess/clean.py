@@ -15,6 +15,7 @@ from lulc.runtime.core.manifest import ClassInfo
 from lulc.runtime.io.outputs import check_outputs, locked_all
 from lulc.runtime.io.publish import Publication
 from lulc.runtime.io.qgis import sidecar_paths, write_sidecars
+from lulc.runtime.io.quicklook import write_quicklook
 from lulc.runtime.io.rasters import open_raster
 from lulc.runtime.io.writer import Product, finish_map
 from lulc.runtime.postprocess.stage import PostOptions
@@ -33,14 +34,16 @@ def _classes(src: rasterio.io.DatasetReader) -> list[ClassInfo]:
 
 
 def clean_map(map_path: str | os.PathLike, output: str | os.PathLike, post: PostOptions,
-              vector: str | os.PathLike | None = None, simplify: float = 0.0, overwrite: bool = False) -> int:
+              vector: str | os.PathLike | None = None, simplify: float = 0.0, overwrite: bool = False,
+              quicklook: str | os.PathLike | None = None) -> int:
     """Post-process ``map_path`` into ``output`` (and its polygons into ``vector``); returns
     the regions the minimum mapping unit merged away."""
     post.check()
     if not post.active:
         raise SettingError(None, "nothing to do: give --mmu, --mmu-px, --majority or --smooth")
     final = Path(output)
-    wanted = {"output": final, **sidecar_paths(final), **({"vector": vector} if vector else {})}
+    wanted = {"output": final, **sidecar_paths(final), **({"vector": vector} if vector else {}),
+              **({"quicklook": quicklook} if quicklook else {})}
     paths = check_outputs(wanted, [map_path], overwrite=overwrite)
     with locked_all(paths.values()):
         check_outputs(wanted, [map_path], overwrite=overwrite)
@@ -58,6 +61,8 @@ def clean_map(map_path: str | os.PathLike, output: str | os.PathLike, post: Post
             write_sidecars({w: publication.staged(w) for w in sidecar_paths(final)}, classes, final, bands=names)
             if vector:
                 write_vector(publication.staged("output"), publication.staged("vector"), paths["vector"], simplify)
+            if quicklook:
+                write_quicklook(publication.staged("output"), publication.staged("quicklook"), final=paths["quicklook"])
             publication.commit()
         except BaseException:
             publication.discard()

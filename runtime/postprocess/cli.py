@@ -13,16 +13,18 @@ from lulc.runtime.cli import handle_errors, post_options
 @click.option("-o", "--output", required=True, type=click.Path(), help="The cleaned map (COG).")
 @click.option("--vector", type=click.Path(), default=None, metavar="OUT.gpkg", help="Also write its regions as polygons.")
 @click.option("--simplify", type=click.FloatRange(min=0), default=0.0, help="Simplify --vector polygons (map units).")
+@click.option("--quicklook", type=click.Path(), default=None, help="Also write a PNG preview of the cleaned map.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files (never the input).")
 @post_options
 @handle_errors
-def clean(map_path: str, output: str, vector: str | None, simplify: float, overwrite: bool, **options: Any) -> None:
+def clean(map_path: str, output: str, vector: str | None, simplify: float, quicklook: str | None, overwrite: bool,
+          **options: Any) -> None:
     """Apply a minimum mapping unit, a majority filter or Bayesian smoothing (which needs the
     map's probability bands) to the class map MAP, as lulc-infer's options of the same names do."""
     from lulc.runtime.postprocess.clean import clean_map
     from lulc.runtime.postprocess.stage import PostOptions
 
-    merged = clean_map(map_path, output, PostOptions(**options), vector, simplify, overwrite)
+    merged = clean_map(map_path, output, PostOptions(**options), vector, simplify, overwrite, quicklook)
     click.echo(f"wrote {output} ({merged} regions below the minimum mapping unit merged)", err=True)
 
 

@@ -81,10 +81,15 @@ def polygons(source: str | Path, names: dict[int, str]) -> Iterator[tuple[dict, 
             compact = np.empty(ids.shape, np.int32)
             local = _compact(ids, region, slot, compact)
             shifted = rasterio.Affine.translation(0, row)
+            bottom = row + rows.shape[0]
             for geometry, value in shapes(compact, mask=compact >= 0, connectivity=4, transform=shifted):
-                pieces.setdefault(int(local[int(value)]), []).append(geometry)
+                r = int(local[int(value)])
+                if end[r] < bottom and r not in pieces:  # a region wholly in this strip: out at once
+                    yield _placed(geometry, transform), int(labels.values[r]), int(labels.sizes[r])
+                else:
+                    pieces.setdefault(r, []).append(geometry)
             slot[local] = -1
-            done = [r for r in pieces if end[r] < row + rows.shape[0]]
+            done = [r for r in pieces if end[r] < bottom]
             for r in sorted(done):
                 parts = pieces.pop(r)
                 # most regions lie in one strip: their piece is the polygon, only moved to the map
