@@ -56,12 +56,11 @@ demo: venv web/node_modules/.installed
 wheel: web/node_modules/.installed | $(BIN)/python
 	$(BIN)/python -m pip wheel --no-deps . -w dist
 
-# Lint and types before the tests: ruff over the tree, mypy over the runtime as the package it
-# installs as (runtime/ linked in as .typecheck/lulc/runtime; see [tool.mypy]).
+# Lint and types before the tests: ruff over the tree, mypy over the runtime by its import name
+# (src/ is mypy's path; see [tool.mypy]).
 lint: venv
 	$(BIN)/ruff check .
-	rm -rf .typecheck && mkdir -p .typecheck/lulc && ln -s ../../runtime .typecheck/lulc/runtime
-	MYPYPATH=.typecheck $(BIN)/mypy -p lulc.runtime
+	$(BIN)/mypy -p lulc.runtime
 
 test: venv web/node_modules/.installed system-chromium lint
 	$(BIN)/python -m pytest -q

@@ -1,9 +1,8 @@
 """Build hooks that pyproject.toml cannot express (all metadata lives there).
 
-1. Package discovery under the ``lulc.*`` names: the three top-level folders ``runtime/``,
-   ``training/`` and ``export/`` install as ``lulc.runtime``, ``lulc.training``,
-   ``lulc.export`` with *every* subpackage (``lulc.runtime.backends``,
-   ``lulc.training.models``, ...), found here rather than listed by hand.
+1. Package discovery: ``src/lulc`` with *every* subpackage (``lulc.runtime.backends``,
+   ``lulc.training.models``, ...), found here rather than listed by hand; the folder is the
+   import name, so static tools resolve ``lulc.runtime`` without an install.
 2. The browser page as package data: ``web/`` installs as ``lulc/web/`` (``index.html``,
    ``style.css``, ``js/``, the TF.js parity script), and the library files named in
    ``web/vendor.txt`` are copied from ``web/node_modules`` into the wheel, so ``lulc serve``
@@ -23,7 +22,6 @@ from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
-FOLDERS = {"lulc.runtime": "runtime", "lulc.training": "training", "lulc.export": "export"}
 WEB_PACKAGE, WEB_FOLDER = "lulc.web", "web"
 #: the page and the Node tool the runtime and export use (not web/tests, package*.json), as
 #: data-only packages so that setuptools knows each folder it copies
@@ -32,10 +30,8 @@ WEB_DATA = {WEB_PACKAGE: ["index.html", "style.css", "vendor.txt"],
 
 
 def lulc_packages() -> tuple[list[str], dict[str, str]]:
-    """Every package under the three folders, named ``lulc.<folder>[.<sub>...]``."""
-    packages = [f"{name}.{sub}" if sub else name
-                for name, folder in FOLDERS.items() for sub in ["", *find_packages(str(HERE / folder))]]
-    return [*packages, *WEB_DATA], {**FOLDERS, WEB_PACKAGE: WEB_FOLDER}
+    """Every package under ``src/`` (``lulc`` and its subpackages) and the page's data packages."""
+    return [*find_packages(str(HERE / "src")), *WEB_DATA], {"": "src", WEB_PACKAGE: WEB_FOLDER}
 
 
 def vendor_list() -> list[str]:

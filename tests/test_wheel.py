@@ -30,7 +30,7 @@ from lulc.runtime.tools.webpage import vendored_libs
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-FOLDERS = {"runtime": "lulc/runtime", "training": "lulc/training", "export": "lulc/export"}
+FOLDERS = {"src/lulc/runtime": "lulc/runtime", "src/lulc/training": "lulc/training", "src/lulc/export": "lulc/export"}
 PAGE = ["lulc/web/index.html", "lulc/web/style.css", "lulc/web/vendor.txt", "lulc/web/tools/tfjs_parity.mjs"]
 
 
@@ -74,7 +74,7 @@ def test_wheel_holds_every_package_and_the_page(wheel):
                 assert f"{package}/{rel}" in names, f"{folder}/{rel} is not in the wheel"
     assert {"lulc/runtime/backends/ort.py", "lulc/training/models/__init__.py"} <= names
     # never bare top-level packages, never the tests
-    assert not [n for n in names if n.split("/")[0] in ("runtime", "training", "export", "tests", "web")]
+    assert not [n for n in names if n.split("/")[0] in ("src", "runtime", "training", "export", "tests", "web")]
     for name in PAGE + [f"lulc/web/js/{p.name}" for p in (REPO / "web" / "js").glob("*.js")]:
         assert name in names, name
     libs = vendored_libs(REPO / "web")

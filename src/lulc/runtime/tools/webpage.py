@@ -26,14 +26,16 @@ TFJS_NODE_LIB = "node_modules/@tensorflow/tfjs/dist/tf.min.js"
 
 
 def web_root() -> Path:
-    """The folder holding ``index.html``: ``$LULC_WEB_DIR``, else ``web/`` beside the package.
+    """The folder holding ``index.html``: ``$LULC_WEB_DIR``, else ``web/`` of the package.
 
-    Checkout: ``<repo>/web``; installed wheel: ``<site-packages>/lulc/web``.
+    Installed wheel: ``<site-packages>/lulc/web``; checkout (``src/lulc/...``): ``<repo>/web``.
     """
     override = os.environ.get("LULC_WEB_DIR")
     if override:
         return Path(override).expanduser().resolve()
-    return Path(__file__).resolve().parents[2] / "web"
+    here = Path(__file__).resolve().parents[2]  # .../lulc
+    installed = here / "web"
+    return installed if installed.is_dir() else here.parents[1] / "web"
 
 
 @lru_cache(maxsize=8)

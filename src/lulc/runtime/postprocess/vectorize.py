@@ -101,7 +101,7 @@ def polygons(source: str | Path, names: dict[int, str]) -> Iterator[tuple[dict, 
 def _compact(ids: np.ndarray, region: np.ndarray, slot: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out``: each pixel's region numbered 0.. in order of appearance in the strip (-1:
     nodata), for ``shapes`` (int32 values); returns the regions in that order."""
-    found = []
+    found: list[int] = []
     for y in range(ids.shape[0]):
         for x in range(ids.shape[1]):
             i = ids[y, x]

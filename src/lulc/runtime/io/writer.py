@@ -194,8 +194,9 @@ class PartMap(PartialMap):
     def sync(self) -> int:
         return 0  # a part is all or nothing: nothing to make durable before it is complete
 
-    def finish(self, staged: Path | None = None) -> None:
-        """Close, read the part back whole, and rename it to its final name."""
+    def finish(self, staged: Path | None = None, product: Product | None = None) -> None:
+        """Close, read the part back whole, and rename it to its final name (a part is not
+        post-processed: the assembled map is)."""
         _output_call(self.final, self.close, need=self.need)
         _output_call(self.final, verify_raster, self.path, need=self.need)
         _output_call(self.final, replace_atomically, self.path, self.final, need=self.need)
