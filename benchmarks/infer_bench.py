@@ -95,8 +95,8 @@ def case_limit(bundle_dir: str, raster: str, backend: str, precision: str, tile:
 
     from lulc.runtime.backends import prepare, run_all
     from lulc.runtime.core.bundle import Bundle
-    from lulc.runtime.infer import InferOptions, tile_geometry
     from lulc.runtime.io.rasters import input_nodata
+    from lulc.runtime.options import InferOptions, tile_geometry
     from lulc.runtime.pipeline import BlockRunner
     from lulc.runtime.tiling import make_grid
 

@@ -127,10 +127,10 @@ class PixelSession(Session):
 @pytest.fixture
 def session(monkeypatch) -> PixelSession:
     """A fast per-pixel model in place of the bundle's, for every run of lulc.runtime.infer."""
-    from lulc.runtime import infer
+    from lulc.runtime import session as session_module
 
     s = PixelSession()
-    monkeypatch.setattr(infer, "prepare", lambda bundle, *options, **kw: s)
+    monkeypatch.setattr(session_module, "prepare", lambda bundle, *options, **kw: s)
     return s
 
 

@@ -14,6 +14,7 @@ import rasterio
 from conftest import BANDS, run_without_tensorflow, synthetic_scene, write_raster
 from lulc.runtime import backends
 from lulc.runtime.backends import device_arrays, keras_backend, ort, trt
+from lulc.runtime.backends.plan import resolve
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import LulcError
 
@@ -83,13 +84,13 @@ def test_auto_prefers_gpu_engines(trained_bundle, monkeypatch):
     monkeypatch.setattr(trt, "usable", lambda b: False)
     monkeypatch.setattr(ort, "available_providers", lambda: ["CPUExecutionProvider"])
     monkeypatch.setattr(keras_backend, "on_jax_gpu", lambda: False)
-    assert backends._auto(bundle) == "onnx"
+    assert resolve(bundle).backend == "onnx"
     monkeypatch.setattr(keras_backend, "on_jax_gpu", lambda: True)
-    assert backends._auto(bundle) == "keras"
+    assert resolve(bundle).backend == "keras"
     monkeypatch.setattr(ort, "available_providers", lambda: [ort.CUDA, "CPUExecutionProvider"])
-    assert backends._auto(bundle) == "onnx"
+    assert resolve(bundle).backend == "onnx"
     monkeypatch.setattr(trt, "usable", lambda b: True)
-    assert backends._auto(bundle) == "trt"
+    assert resolve(bundle).backend == "trt"
 
 
 def test_jax_gpu_check_does_not_import_jax_without_a_cuda_plugin():
@@ -207,7 +208,7 @@ def test_device_cpu_keeps_onnxruntime_off_cuda(trained_bundle, cuda_offered, mon
     # auto on the CPU leaves out every GPU engine, even where they would be usable
     monkeypatch.setattr(trt, "usable", lambda b: True)
     monkeypatch.setattr(keras_backend, "on_jax_gpu", lambda: True)
-    assert backends._auto(bundle, "cpu") == "onnx" and backends._auto(bundle, "auto") == "trt"
+    assert resolve(bundle, device="cpu").backend == "onnx" and resolve(bundle, device="auto").backend == "trt"
     assert backends.prepare(bundle, "auto", device="cpu").name == "onnx"
     assert cuda_offered[-1] == [CPU]
     assert "backend auto -> onnx (device cpu)" in caplog.text

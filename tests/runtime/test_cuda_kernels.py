@@ -25,7 +25,7 @@ import rasterio  # noqa: E402
 from numba import cuda  # noqa: E402, F811
 
 from conftest import BANDS, synthetic_scene, write_raster  # noqa: E402
-from lulc.runtime import infer  # noqa: E402
+from lulc.runtime import session as session_module  # noqa: E402
 from lulc.runtime.backends import Session  # noqa: E402
 from lulc.runtime.infer import InferOptions, run_inference  # noqa: E402
 from lulc.runtime.io.mapformat import NODATA_CLASS
@@ -134,7 +134,7 @@ def test_device_resident_pipeline_equals_cpu_pipeline(bundle_copy, tmp_path, mon
     path = write_raster(tmp_path / "in.tif", image, descriptions=BANDS)
     maps = []
     for session in (PixelSession(), DeviceSession()):
-        monkeypatch.setattr(infer, "prepare", lambda bundle, *options, s=session, **kw: s)
+        monkeypatch.setattr(session_module, "prepare", lambda bundle, *options, s=session, **kw: s)
         out = tmp_path / f"{session.name}.tif"
         run_inference(bundle_copy, path, out, InferOptions(tile=16, overlap=4, block_px=12, confidence=True,
                                                            progress=False))

@@ -7,7 +7,7 @@ import pytest
 import rasterio
 
 from conftest import BANDS, listing, synthetic_scene, write_raster
-from lulc.runtime import infer
+from lulc.runtime import session as session_module
 from lulc.runtime.backends import Session
 from lulc.runtime.core.errors import InputRasterError, Interrupted
 from lulc.runtime.infer import InferOptions, run_inference
@@ -74,14 +74,14 @@ def test_interrupt_leaves_nothing_then_resume_finishes_identically(bundle_copy, 
     session.name, session.device = "pixel", "numpy"
     broken = Interrupt(session, after=calls_whole * 3 // 4)
     broken.name, broken.device = session.name, session.device
-    monkeypatch.setattr(infer, "prepare", lambda bundle, *options, **kw: broken)
+    monkeypatch.setattr(session_module, "prepare", lambda bundle, *options, **kw: broken)
     with pytest.raises(Interrupted, match="rerun with --resume"):
         run_inference(bundle_copy, path, out, InferOptions(**OPTS, confidence=True))
     assert not out.exists()  # Ctrl-C: nothing at the final path, only the resume state beside it
     assert {p.name for p in tmp_path.iterdir() if p.name.startswith(".out")} == {
         ".out.tif.partial.tif", ".out.tif.resume.npz"}
 
-    monkeypatch.setattr(infer, "prepare", lambda bundle, *options, **kw: session)
+    monkeypatch.setattr(session_module, "prepare", lambda bundle, *options, **kw: session)
     before = session.calls
     run_inference(bundle_copy, path, out, InferOptions(**OPTS, confidence=True, resume=True))
     assert 0 < session.calls - before < calls_whole  # finished block rows were not recomputed
@@ -94,10 +94,10 @@ def test_interrupt_without_resume_cleans_up(bundle_copy, raster, session, tmp_pa
     path, _ = raster
     broken = Interrupt(session, after=2)
     broken.name, broken.device = "pixel", "numpy"
-    monkeypatch.setattr(infer, "prepare", lambda bundle, *options, **kw: broken)
+    monkeypatch.setattr(session_module, "prepare", lambda bundle, *options, **kw: broken)
     with pytest.raises(Interrupted, match="interrupted; "):
         run_inference(bundle_copy, path, tmp_path / "out.tif", InferOptions(**OPTS))
-    monkeypatch.setattr(infer, "prepare", lambda bundle, *options, **kw: session)
+    monkeypatch.setattr(session_module, "prepare", lambda bundle, *options, **kw: session)
     run_inference(bundle_copy, path, tmp_path / "out.tif", InferOptions(**OPTS, overwrite=True))
     assert sorted(p.name for p in tmp_path.iterdir()) == listing(("bundle", "in.tif"), ("out.tif",))
 

@@ -1,10 +1,11 @@
-"""--precision: which gated artefact runs on CPU and GPU, and the one-line error when absent."""
+"""--precision: which gated artefact runs on CPU and GPU, and the one-line error when absent
+(decided once, by lulc.runtime.backends.plan.resolve)."""
 from __future__ import annotations
 
 import pytest
 
 from lulc.runtime.backends import trt as trt_backend
-from lulc.runtime.backends.precision import choose_artifact
+from lulc.runtime.backends.plan import resolve
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BundleError, LulcError
 from lulc.runtime.core.manifest import Artifact, ClassInfo, InputSpec, Manifest, Normalization, TileSpec
@@ -24,6 +25,12 @@ def bundle_with(*names: str, engine: str | None = None) -> Bundle:
 
 
 ALL_ONNX = ("onnx", "onnx-fp16", "onnx-int8")
+
+
+def choose_artifact(bundle: Bundle, precision: str, on_gpu: bool, engine_usable: bool | None = None) -> str:
+    """The artefact the plan runs with a GPU (onnxruntime's CUDA and the engine) or without one."""
+    return resolve(bundle, "auto", "auto" if on_gpu else "cpu", precision, onnx_gpu=on_gpu,
+                   engine_usable=engine_usable).artifact
 
 
 @pytest.mark.parametrize("names, on_gpu, expected", [

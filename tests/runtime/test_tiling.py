@@ -6,7 +6,7 @@ import pytest
 import rasterio
 
 from conftest import BANDS, PixelSession, synthetic_scene, write_raster
-from lulc.runtime import infer
+from lulc.runtime import session as session_module
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.infer import InferOptions, run_inference
 from lulc.runtime.tiling import blend_weights, make_grid, tile_origins
@@ -66,7 +66,7 @@ def test_streamed_blocks_equal_whole_image_everywhere(bundle_copy, tmp_path, mon
     image, _ = synthetic_scene(70, 97, seed=7)  # (16, 4, 12): the last block owns 13 > 16 - 4 columns
     path = write_raster(tmp_path / "in.tif", image, descriptions=BANDS)
     session = PixelSession()
-    monkeypatch.setattr(infer, "prepare", lambda bundle, *options, **kw: session)
+    monkeypatch.setattr(session_module, "prepare", lambda bundle, *options, **kw: session)
     opts = InferOptions(tile=tile, overlap=overlap, block_px=block_px, probabilities=True, progress=False)
     summary = run_inference(bundle_copy, path, tmp_path / "out.tif", opts)
     with rasterio.open(tmp_path / "out.tif") as dst:

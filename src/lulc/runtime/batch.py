@@ -24,12 +24,13 @@ from tqdm.auto import tqdm
 
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import InputRasterError, LulcError, OutputError
-from lulc.runtime.infer import InferOptions, RunSummary, run_inference
+from lulc.runtime.infer import RunSummary, run_inference
 from lulc.runtime.io.bandstack import write_band_stack
 from lulc.runtime.io.mapformat import band_layout
 from lulc.runtime.io.outputs import temp_path
 from lulc.runtime.io.stac import StacStack, check_files, is_url, item_id, item_stack, items, read_json
 from lulc.runtime.io.writer import identity_tags
+from lulc.runtime.options import InferOptions
 
 logger = logging.getLogger(__name__)
 

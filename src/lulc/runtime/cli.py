@@ -22,7 +22,7 @@ from lulc.runtime import __version__
 from lulc.runtime.core.errors import LulcError, SettingError
 
 if TYPE_CHECKING:
-    from lulc.runtime.infer import InferOptions
+    from lulc.runtime.options import InferOptions
 
 # TensorFlow's C++ start-up chatter would drown our own messages (set it to 0 to see it);
 # this must happen before a subcommand's module can import TensorFlow.
@@ -182,7 +182,7 @@ def post_options(func: F) -> F:
 
 def infer_options(verbose: int, quiet: int, **options: Any) -> InferOptions:
     """InferOptions from the command's options (and its own -v/-q applied)."""
-    from lulc.runtime.infer import InferOptions
+    from lulc.runtime.options import InferOptions
 
     if verbose or quiet:
         configure_logging(verbose - quiet)

@@ -46,13 +46,13 @@ from lulc.runtime.io.rasters import open_input
 from lulc.runtime.io.space import write_error
 from lulc.runtime.io.vrt import stack_rows
 from lulc.runtime.io.writer import PartMap, Product, finish_map, map_tags
+from lulc.runtime.options import GDAL_CACHE_MB, InferOptions, RunFigures, tile_geometry
 from lulc.runtime.pipeline import block_runner, stream_blocks
+from lulc.runtime.session import open_session
 from lulc.runtime.tiling import TileGrid, make_grid
 
 if TYPE_CHECKING:
     from distributed import Client
-
-    from lulc.runtime.infer import InferOptions
 
 logger = logging.getLogger(__name__)
 
@@ -138,8 +138,6 @@ def _worker_session(bundle_dir: str, opts: InferOptions) -> tuple[Bundle, Any]:
     key = (bundle_dir, bundle.fingerprint(), opts.backend, opts.device, opts.precision, opts.scene_stride,
            opts.ensemble, opts.tta)
     if key not in _SESSIONS:
-        from lulc.runtime.infer import open_session
-
         _SESSIONS[key] = (bundle, open_session(bundle, opts, worker_threads()))
     return _SESSIONS[key]
 
@@ -153,8 +151,6 @@ def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int]
         if _finished_part(part_path, tags):
             return {"tiles_run": 0, "tiles_skipped": 0, "reused": True, "session": None}
         m = bundle.manifest
-        from lulc.runtime.infer import GDAL_CACHE_MB, tile_geometry
-
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GTIFF_DIRECT_IO=True), \
                 open_input(source, m.input, band_names=opts.band_names, normalization=m.normalization) as src:
             grid, runner = block_runner(bundle, session, src, opts, tile_geometry(bundle, opts, src.height, src.width))
@@ -162,7 +158,7 @@ def classify_part(bundle_dir: str, source: str, part: str, rows: tuple[int, int]
             first = grid.block(r0, 0)
             last = grid.block(r1 - 1, 0)
             runner.first_row = first.y0
-            sink = PartMap(part_path, src, m.map_classes, opts.probabilities or bool(opts.smooth), opts.confidence, tags,
+            sink = PartMap(part_path, src, m.map_classes, opts.keeps_probabilities, opts.confidence, tags,
                            first.y0, last.y0 + last.owned_h, opts.uncertainty)
             sink.create()
             halo = r0 - (1 if r0 > 0 and grid.overlap else 0)
@@ -195,7 +191,7 @@ def _finished_part(part: Path, tags: dict[str, str]) -> bool:
 
 
 def run_parts(bundle: Bundle, source: str | os.PathLike, publication: Publication, opts: InferOptions, key: dict,
-              src: rasterio.io.DatasetReader, geometry: tuple[int, int]) -> dict:
+              src: rasterio.io.DatasetReader, geometry: tuple[int, int]) -> RunFigures:
     """Classify ``source`` on the cluster at ``opts.dask`` and assemble the parts into the
     staged COG of ``publication``; returns the run's figures (tiles, backend, workers). The
     parts stay until the map is published, so a kill before that reuses them."""
@@ -225,11 +221,9 @@ def run_parts(bundle: Bundle, source: str | os.PathLike, publication: Publicatio
                 raise Interrupted(f"interrupted; {kept} of {len(paths)} finished parts are kept in {parts}: "
                                   "rerun the same command to reuse them") from None
             raise
-    figures.update(workers=workers, parts=len(plan))
-    from lulc.runtime.infer import run_product
-
-    if figures["tiles_run"] or figures["resumed"]:  # else all nodata: the caller says so
-        product = run_product(bundle, opts)
+    figures.workers, figures.parts = workers, len(plan)
+    if figures.tiles_run or figures.resumed:  # else all nodata: the caller says so
+        product = opts.product(bundle)
         publication.work_files.append(parts)
         publication.need = 2 * sum(p.stat().st_size for p in paths if p.exists())
         assemble(publication, src, paths, [grid.block(r0, 0).y0 for r0, _ in plan], product)
@@ -253,28 +247,27 @@ def _reuse_or_reset(parts: Path, key: dict) -> None:
         logger.info("reusing the finished parts in %s", parts)
 
 
-def _gather(client: Client, futures: list, progress: bool) -> dict:
+def _gather(client: Client, futures: list, progress: bool) -> RunFigures:
     """Wait for the parts with one progress bar; Ctrl-C or a failed part cancels the rest."""
     from distributed import as_completed
 
-    figures: dict[str, Any] = {"tiles_run": 0, "tiles_skipped": 0, "reused": 0}
+    tiles_run = tiles_skipped = reused = 0
     sessions: set = set()
     try:
         with tqdm(total=len(futures), desc="Classifying parts", unit="part", disable=not progress) as bar:
             for future in as_completed(futures):
                 done = future.result()
-                figures["tiles_run"] += done["tiles_run"]
-                figures["tiles_skipped"] += done["tiles_skipped"]
-                figures["reused"] += int(done["reused"])
+                tiles_run += done["tiles_run"]
+                tiles_skipped += done["tiles_skipped"]
+                reused += int(done["reused"])
                 sessions.add(done["session"])
                 bar.update(1)
     except BaseException:
         client.cancel(futures)
         raise
     ran = sorted(s for s in sessions if s) or [("-", "-", "-")]
-    figures.update(backend=ran[0][0], device=f"dask: {', '.join(sorted({s[1] for s in ran}))}", precision=ran[0][2],
-                   resumed=figures["reused"] > 0)
-    return figures
+    return RunFigures(ran[0][0], f"dask: {', '.join(sorted({s[1] for s in ran}))}", ran[0][2], tiles_run, tiles_skipped,
+                      reused > 0)
 
 
 def assemble(publication: Publication, src: rasterio.io.DatasetReader, paths: list[Path], tops: list[int],

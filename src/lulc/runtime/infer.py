@@ -22,11 +22,10 @@ import numpy as np
 import rasterio
 from tqdm.auto import tqdm
 
-from lulc.runtime.backends import Session, prepare, session_identity
-from lulc.runtime.backends.combined import check_members, combine
-from lulc.runtime.backends.scene_stride import stride_model, stride_tiles
+from lulc.runtime.backends import session_identity
 from lulc.runtime.core.bundle import Bundle
-from lulc.runtime.core.errors import InputRasterError, Interrupted, NoSpaceError, SettingError
+from lulc.runtime.core.errors import InputRasterError, Interrupted, NoSpaceError
+from lulc.runtime.distributed import run_parts
 from lulc.runtime.io.bandstack import write_band_stack
 from lulc.runtime.io.identity import inputs_identity
 from lulc.runtime.io.mapformat import band_layout
@@ -37,54 +36,15 @@ from lulc.runtime.io.quicklook import write_quicklook
 from lulc.runtime.io.rasters import open_input
 from lulc.runtime.io.resume import ResumeState
 from lulc.runtime.io.space import no_space
-from lulc.runtime.io.writer import PartialMap, Product, map_tags
+from lulc.runtime.io.writer import PartialMap, map_tags
 from lulc.runtime.kernels import cpu as kernels
+from lulc.runtime.options import GDAL_CACHE_MB, InferOptions, RunFigures, tile_geometry
 from lulc.runtime.pipeline import BlockRunner, block_runner, block_window, stream_blocks
-from lulc.runtime.postprocess.stage import PostOptions
 from lulc.runtime.postprocess.vectorize import write_vector
+from lulc.runtime.session import open_session
 from lulc.runtime.tiling import TileGrid
 
 logger = logging.getLogger(__name__)
-
-GDAL_CACHE_MB = 64
-
-
-@dataclass
-class InferOptions:
-    backend: str = "auto"
-    tile: int | None = None
-    overlap: int | None = None
-    batch_size: int | None = None  # None: auto_batch(tile)
-    probabilities: bool = False
-    confidence: bool = False
-    overwrite: bool = False
-    resume: bool = False
-    block_px: int = 1024
-    progress: bool = True
-    quicklook: str | os.PathLike | None = None  # PNG preview written after the map
-    device: str = "auto"  # cpu | cuda | auto, passed to the backend
-    precision: str = "auto"  # auto | fp32 | fp16 | int8: which of the bundle's gated artefacts runs
-    band_names: str = "strict"  # strict | auto | ignore: how input band names must match the model's
-    dask: str | None = None  # local, local:N or a scheduler address: classify on a Dask cluster
-    cores: int | None = None  # CPU threads for the model (default: all this process may use)
-    scene_stride: int | None = None  # scene bundles: one class per N px cell (default: per patch)
-    uncertainty: str | None = None  # entropy | margin | least: add an uncertainty band
-    ensemble: tuple[str, ...] = ()  # more bundles whose probabilities are averaged with the first's
-    tta: str | None = None  # flips | d4: average the model over flipped/rotated tiles
-    mmu: float | None = None  # minimum mapping unit, hectares
-    mmu_px: int | None = None  # the same in pixels
-    majority: int | None = None  # majority filter radius, px
-    smooth: str | None = None  # bayes: Bayesian smoothing of the probabilities
-    smoothness: float = 20.0
-    smooth_window: int = 7
-    vector: str | os.PathLike | None = None  # GeoPackage of the map's regions as polygons
-    simplify: float = 0.0  # tolerance of --vector, map units
-
-    @property
-    def post(self) -> PostOptions:
-        """The post-processing these options ask for."""
-        return PostOptions(self.mmu, self.mmu_px, self.majority, self.smooth, self.smoothness, self.smooth_window)
-
 
 @dataclass
 class RunSummary:
@@ -177,34 +137,6 @@ def _completed(final: Path, inputs: list) -> RunSummary:
                       tags.get("LULC_PRECISION", "-"), 0, 0, None, [], None, peak_rss_mb())
 
 
-def tile_geometry(bundle: Bundle, opts: InferOptions, height: int, width: int) -> tuple[int, int]:
-    """(tile, overlap) for this raster: the bundle's (or its stride model's) unless overridden,
-    and never larger than the raster needs (one tile then covers it, so no overlap), which
-    bounds the buffers."""
-    m = bundle.manifest
-    size = opts.tile or m.tile.size
-    overlap = m.tile.overlap if opts.overlap is None else opts.overlap
-    if size < 1:
-        raise SettingError("--tile", f"must be a positive number of px, got {size}")
-    stride = stride_model(m, opts.scene_stride, bundle.root)
-    if stride and opts.overlap is None:
-        size, overlap = stride_tiles(stride, size, overlap, m.tile.divisor, opts.tile is not None)
-    if size % m.tile.divisor:
-        raise SettingError("--tile", f"{size} must be a multiple of {m.tile.divisor} for this {m.architecture}")
-    if not 0 <= overlap < size:
-        raise SettingError("--overlap", f"{overlap} must be between 0 and the tile size {size}")
-    cell = stride.stride if stride else m.tile.divisor if m.task == "scene" else 1
-    if overlap % cell:
-        raise SettingError("--overlap", f"{overlap} must be a multiple of this scene model's {cell} px class cells "
-                                        "(tiles then share the raster's cell grid)")
-    if opts.batch_size is not None and opts.batch_size < 1:
-        raise SettingError("--batch-size", f"must be at least 1, got {opts.batch_size}")
-    whole = -(-max(height, width) // m.tile.divisor) * m.tile.divisor
-    if size >= whole:
-        return whole, 0
-    return size, overlap
-
-
 def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, publication: Publication, opts: InferOptions) -> RunSummary:
     """Classify ``source`` (the one input raster, or the VRT stacking ``inputs``) here or, with
     ``opts.dask``, on a Dask cluster; either way the COG is staged here for ``publication``."""
@@ -224,19 +156,17 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, publication: P
                "uncertainty": opts.uncertainty, "tta": opts.tta, "post": asdict(opts.post),
                "requested": [opts.backend, opts.device, opts.precision]}
         if opts.dask:
-            from lulc.runtime.distributed import run_parts
-
             figures = run_parts(bundle, source, publication, opts, key, src, geometry)
         else:
             figures = _run_here(bundle, src, publication, opts, geometry, key)
-        if not figures["tiles_run"] and not figures["resumed"]:
+        if not figures.tiles_run and not figures.resumed:
             raise InputRasterError(f"{Path(str(source)).name if len(inputs) == 1 else 'the input stack'} has no valid "
                                    "pixel (all nodata or NaN): nothing to classify")
         seconds = time.perf_counter() - t0
         pixels = src.width * src.height
     summary = RunSummary(", ".join(map(str, inputs)), str(final), pixels, round(seconds, 3), round(pixels / 1e6 / seconds, 3),
-                         figures["backend"], figures["device"], figures["precision"], figures["tiles_run"],
-                         figures["tiles_skipped"], opts.scene_stride, [str(bundle.root), *opts.ensemble], opts.tta,
+                         figures.backend, figures.device, figures.precision, figures.tiles_run,
+                         figures.tiles_skipped, opts.scene_stride, [str(bundle.root), *opts.ensemble], opts.tta,
                          peak_rss_mb())
     logger.info("classified %s px in %.1f s (%.2f MPix/s) with %s at %s", pixels, seconds, summary.mpix_per_s,
                 summary.device, summary.precision)
@@ -244,7 +174,7 @@ def _run(bundle: Bundle, source: str | os.PathLike, inputs: list, publication: P
 
 
 def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, publication: Publication, opts: InferOptions,
-              geometry: tuple[int, int], key: dict) -> dict:
+              geometry: tuple[int, int], key: dict) -> RunFigures:
     """The single-process run: stream every block through this process, resumably. The
     resume state is keyed by everything that decides a pixel (``key``, and the artefact that
     really runs), so a resume after anything changed starts over."""
@@ -256,7 +186,7 @@ def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, publication: Publi
     grid, runner = block_runner(bundle, session, src, opts, geometry)
     resume = ResumeState(final, {**key, "session": session_identity(bundle, session)})
     # Bayesian smoothing reads the probabilities back: the partial map keeps them
-    partial = PartialMap(final, src, m.map_classes, opts.probabilities or bool(opts.smooth), opts.confidence,
+    partial = PartialMap(final, src, m.map_classes, opts.keeps_probabilities, opts.confidence,
                          map_tags(bundle, session, opts.scene_stride), opts.uncertainty)
     publication.need = partial.need
     rows_done = _restore(runner, grid, resume, partial) if opts.resume else 0
@@ -271,32 +201,14 @@ def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, publication: Publi
             stream_blocks(runner, src, partial, blocks, reader, writer, resume, bar, t0)
         if rows_done or runner.tiles_run:
             publication.work_files += [partial.path, resume.path]
-            partial.finish(publication.staged("output"), run_product(bundle, opts))
+            partial.finish(publication.staged("output"), opts.product(bundle))
         else:  # all nodata: the caller says so, and nothing is kept
             resume.clear()
             partial.discard()
     except BaseException as exc:
         _stop(partial, resume, grid, exc)
-    return {"backend": session.name, "device": session.device, "precision": session.precision,
-            "tiles_run": runner.tiles_run, "tiles_skipped": runner.tiles_skipped, "resumed": bool(rows_done)}
-
-
-def run_product(bundle: Bundle, opts: InferOptions) -> Product:
-    """The bands and post-processing of the map a run publishes."""
-    classes = bundle.manifest.map_classes
-    return Product(band_layout(classes, opts.probabilities, opts.confidence, opts.uncertainty),
-                   tuple(c.id for c in classes), opts.post, opts.uncertainty)
-
-
-def open_session(bundle: Bundle, opts: InferOptions, cores: int | None) -> Session:
-    """The bundle's model as ``opts`` asks: alone, or averaged with the ``--ensemble`` members
-    and over ``--tta`` (:mod:`lulc.runtime.backends.combined`)."""
-    def one(b: Bundle) -> Session:
-        return prepare(b, opts.backend, opts.device, opts.precision, cores=cores, scene_stride=opts.scene_stride)
-
-    members = [Bundle.load(path) for path in opts.ensemble]
-    check_members(bundle, members)
-    return combine(bundle, one(bundle), [(b, one(b)) for b in members], opts.tta)
+    return RunFigures(session.name, session.device, session.precision, runner.tiles_run, runner.tiles_skipped,
+                      bool(rows_done))
 
 
 def _restore(runner: BlockRunner, grid: TileGrid, resume: ResumeState, partial: PartialMap) -> int:

@@ -26,12 +26,12 @@ from lulc.runtime.io.mapformat import NODATA_CLASS
 from lulc.runtime.io.rasters import input_nodata, read_padded
 from lulc.runtime.kernels import block_ops
 from lulc.runtime.kernels import cpu as kernels_cpu
+from lulc.runtime.options import InferOptions
 from lulc.runtime.tiling import Block, TileGrid, blend_weights, make_grid
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from lulc.runtime.infer import InferOptions
     from lulc.runtime.io.resume import ResumeState
 
 

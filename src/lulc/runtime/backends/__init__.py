@@ -14,14 +14,9 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from lulc.runtime.core.bundle import Bundle
-from lulc.runtime.core.errors import BackendUnavailable, BundleError, SettingError
+from lulc.runtime.core.errors import BundleError
 
 logger = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "trt", "onnx", "keras")
-#: ``cpu`` never touches a GPU, ``cuda`` refuses to run without one, ``auto`` takes the fastest
-DEVICES = ("auto", "cpu", "cuda")
-
 
 class Session:
     """A model opened by a backend: ``run`` maps a normalised NHWC float32 batch to class
@@ -71,74 +66,36 @@ def run_all(session: Session, batches: Iterable) -> Iterator:
 
 def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precision: str = "auto",
             cores: int | None = None, scene_stride: int | None = None) -> Session:
-    """Open the bundle's model on ``backend`` and ``device`` (cpu, cuda or auto) at ``precision``.
+    """Open the bundle's model as :func:`~lulc.runtime.backends.plan.resolve` plans it for
+    ``backend``, ``device`` (cpu, cuda or auto) and ``precision``.
 
-    ``auto`` prefers a TensorRT engine built for this GPU, then ONNX on CUDA, then Keras on a
-    JAX GPU, then ONNX on CPU, then Keras; ``device='cpu'`` leaves out the GPU engines and
-    ``device='cuda'`` makes a backend that cannot reach a GPU an error, never a CPU run.
-    Which artefact runs at which precision is :func:`~lulc.runtime.backends.precision.choose_artifact`'s
-    choice (int8 on CPU, the engine or fp16 on GPU, where the bundle has them); the session's
-    ``precision`` says what ran. ``cores``: the CPU threads the model may use (default: all
-    this process may run on; a Dask worker gives its own share). ``scene_stride``: a scene
-    bundle's model at one class per N px (its exported ONNX, fp32).
+    ``device='cpu'`` leaves out the GPU engines and ``device='cuda'`` makes a backend that
+    cannot reach a GPU an error, never a CPU run; the session's ``precision`` and ``artifact``
+    are the plan's. ``cores``: the CPU threads the model may use (default: all this process may
+    run on; a Dask worker gives its own share). ``scene_stride``: a scene bundle's model at one
+    class per N px (its exported ONNX, fp32).
     """
-    from lulc.runtime.backends.precision import PRECISIONS, choose_artifact
-    from lulc.runtime.backends.scene_stride import stride_model
+    from lulc.runtime.backends.plan import resolve
 
-    if backend not in BACKENDS:
-        raise BackendUnavailable(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if device not in DEVICES:
-        raise BackendUnavailable(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    if precision not in PRECISIONS:
-        raise BackendUnavailable(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    stride = stride_model(bundle.manifest, scene_stride, bundle.root)
-    if stride:
-        if backend not in ("auto", "onnx") or precision not in ("auto", "fp32"):
-            raise SettingError("--scene-stride", f"models run on --backend onnx at fp32, not {backend} at {precision}")
-        backend = "onnx"
+    plan = resolve(bundle, backend, device, precision, scene_stride)
     if backend == "auto":
-        backend = _auto(bundle, device, precision)
-        logger.info("backend auto -> %s (device %s)", backend, device)
-    if backend == "keras":
-        if precision not in ("auto", "fp32"):
-            raise BackendUnavailable(f"--backend keras runs the fp32 Keras model; use --backend onnx for --precision {precision}")
+        logger.info("backend auto -> %s (device %s)", plan.backend, device)
+    if plan.backend == "keras":
         from lulc.runtime.backends.keras_backend import KerasSession
 
         session: Session = KerasSession(bundle, device=device)
-        session.artifact = "keras"
-    elif backend == "trt":
+    elif plan.backend == "trt":
         from lulc.runtime.backends.trt import open_bundle_engine
 
         session = open_bundle_engine(bundle, device)
-        session.artifact = "trt"
-        if precision not in ("auto", session.precision):
-            raise BackendUnavailable(f"the bundle's TensorRT engine is {session.precision}, not {precision}; rebuild it "
-                                     f"with `lulc export --target trt --precision {precision} {bundle.root}`")
     else:
         from lulc.runtime.backends import ort
 
-        on_gpu = device != "cpu" and ort.CUDA in ort.available_providers()
-        artifact = stride.artifact if stride else choose_artifact(bundle, precision, on_gpu, engine_usable=False)
-        session = ort.OrtSession(bundle, artifact=artifact, device=device, cores=cores)
-        session.artifact = artifact
-        session.context_px = stride.context_px if stride else 0
+        session = ort.OrtSession(bundle, artifact=plan.artifact, device=device, cores=cores, precision=plan.precision)
+        session.context_px = plan.context_px
+    session.artifact = plan.artifact
     logger.info("backend %s runs on %s at %s (device %s requested)", session.name, session.device, session.precision, device)
     return session
-
-
-def _auto(bundle: Bundle, device: str = "auto", precision: str = "auto") -> str:
-    from lulc.runtime.backends import keras_backend, ort, trt
-    from lulc.runtime.backends.precision import engine_precision
-
-    onnx = bundle.has("onnx")
-    if device != "cpu":
-        if trt.usable(bundle) and precision in ("auto", engine_precision(bundle)):
-            return "trt"
-        if onnx and ort.CUDA in ort.available_providers():
-            return "onnx"
-        if bundle.has("keras") and keras_backend.on_jax_gpu() and precision in ("auto", "fp32"):
-            return "keras"
-    return "onnx" if onnx else "keras"
 
 
 def check_model_shapes(bundle: Bundle, model: str, inputs: Sequence, outputs: Sequence) -> None:

@@ -12,7 +12,6 @@ import numpy as np
 import onnxruntime as ort
 
 from lulc.runtime.backends import Session, check_model_shapes, device_arrays
-from lulc.runtime.backends.precision import ONNX_ARTIFACTS
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BackendUnavailable
 
@@ -84,9 +83,9 @@ class OrtSession(Session):
     name = "onnx"
 
     def __init__(self, bundle: Bundle, artifact: str = "onnx", providers: list[str] | None = None,
-                 device: str = "auto", cores: int | None = None):
+                 device: str = "auto", cores: int | None = None, precision: str = "fp32"):
         path = bundle.artifact_path(artifact)
-        self.precision = {name: p for p, name in ONNX_ARTIFACTS.items()}.get(artifact, "fp32")
+        self.precision = precision  # the plan's (lulc.runtime.backends.plan), never guessed from a name
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle onnxruntime threads spin by default; that steals the cores our reader and
