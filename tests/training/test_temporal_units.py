@@ -60,7 +60,7 @@ def test_random_dates_keeps_length():
 
 
 def test_unstable_water():
-    from lulc.training.timeseries import unstable_water
+    from lulc.training.series import unstable_water
 
     x = np.full((1, 1, 2, 3 * 2), np.nan, np.float32)
     x[0, 0, 0] = [0.3, 0.1, 0.1, 0.3, np.nan, np.nan]  # water, then land: unstable

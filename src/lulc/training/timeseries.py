@@ -10,67 +10,23 @@ repeated for every date, so a mostly cloudy date does not get statistics of its 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import LulcError, SettingError
-from lulc.runtime.core.manifest import InputSpec, Normalization
-from lulc.runtime.kernels.temporal import reference_mask_dates
-from lulc.runtime.tools.timestack import StackInfo, read_stack_info
+from lulc.runtime.core.manifest import InputSpec
 from lulc.training import bundle_writer
 from lulc.training.config import TEMPORAL_ARCHS, TemporalConfig, require_multiple
-from lulc.training.data import SampleSpec, TileSet
-from lulc.training.labels import IGNORE
-from lulc.training.sources import RasterStack
+from lulc.training.data import TileSet
+from lulc.training.evaluate import evaluate_tiles
+from lulc.training.models import build_model, task_of
+from lulc.training.series import band_stats, normalize_series, temporal_samples
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["TEMPORAL_ARCHS", "TemporalConfig", "train_temporal"]
-
-
-class TemporalStack(RasterStack):
-    """A ``lulc stack`` read as the runtime reads it: NaN on missing dates, valid if any date."""
-
-    def __init__(self, path: str):
-        self.info = read_stack_info(path)
-        super().__init__([str(self.info.path)])
-
-    def read(self, window):
-        raw, _ = super().read(window)
-        return reference_mask_dates(raw, self.nodata, len(self.info.bands))
-
-
-def band_stats(x: np.ndarray, bands: int, time_steps: int) -> Normalization:
-    """Per band mean/std over all observed values of all dates, repeated for each date."""
-    per_band = x.reshape(-1, bands)
-    per_band = per_band[~np.isnan(per_band).any(axis=1)].astype(np.float64)
-    if not len(per_band):
-        raise LulcError("the training split has no observed pixel on any date; check the stack's nodata and masks")
-    mean, std = per_band.mean(axis=0), np.maximum(per_band.std(axis=0), 1e-6)
-    p1, p99 = np.percentile(per_band, [1, 99], axis=0)
-    rep = lambda v: np.tile(v, time_steps).tolist()  # noqa: E731
-    return Normalization(mean=rep(mean), std=rep(std), p1=rep(p1), p99=rep(p99))
-
-
-def unstable_water(x: np.ndarray, bands: list[str], water_bands: list[str], threshold: float) -> np.ndarray:
-    """(N, H, W) True where the NDWI (a - b) / (a + b) crosses ``threshold`` across observed dates.
-
-    The change-detection paper excluded such shoreline pixels: their label is right for
-    some dates and wrong for others, which teaches the model noise.
-    """
-    missing = [b for b in water_bands if b not in bands]
-    if len(water_bands) != 2 or missing:
-        raise SettingError("--mask-unstable-water",
-                           f"needs two of the stack's bands ({', '.join(bands)}), e.g. green,nir")
-    seq = x.reshape(*x.shape[:3], -1, len(bands))
-    a, b = seq[..., bands.index(water_bands[0])], seq[..., bands.index(water_bands[1])]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ndwi = (a - b) / (a + b)
-    seen = ~np.isnan(ndwi)
-    return ((ndwi > threshold) & seen).any(axis=-1) & ((ndwi <= threshold) & seen).any(axis=-1)
 
 
 def random_dates(ds, time_steps: int, bands: int, length: int):
@@ -89,48 +45,7 @@ def random_dates(ds, time_steps: int, bands: int, length: int):
     return ds.map(drop)
 
 
-def normalize_series(x: np.ndarray, norm: Normalization) -> np.ndarray:
-    """Z-score per channel; missing dates stay NaN, which the models mask (never a zero reflectance)."""
-    return ((x - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)).astype(np.float32)
-
-
-@dataclass
-class SeriesSamples:
-    tiles: TileSet  # raw values, NaN on missing dates
-    classes: list[dict]
-    info: StackInfo  # bands, dates, channels, path
-    dtype: str
-    nodata: float | None
-    water: dict | None  # what --mask-unstable-water dropped
-
-
-def temporal_samples(cfg: TemporalConfig, work: Path, known: list[dict] | None = None) -> SeriesSamples:
-    """Samples of a stack and its labels, cut like single-date ones, unstable shorelines dropped.
-
-    ``known``: a bundle's classes, for evaluation (see :func:`lulc.training.labels.prepare_labels`).
-    """
-    from lulc.training.data import extract_tiles
-    from lulc.training.labels import prepare_labels
-    from lulc.training.sources import open_raster
-
-    with TemporalStack(cfg.stack) as stack:
-        labels, classes = prepare_labels(cfg.labels, stack, work, cfg.label_column, cfg.classes, known=known)
-        spec = SampleSpec(tile=cfg.tile, stride=cfg.stride or max(1, cfg.tile // 2),
-                          split_block=cfg.split_block or 2 * cfg.tile, seed=cfg.seed, ignore=IGNORE)
-        with open_raster(labels, "label raster") as lab:
-            tiles, _ = extract_tiles(stack, lab, spec, statistics=False)  # see band_stats
-        info, dtype, nodata = stack.info, stack.dtype, stack.nodata
-    water = None
-    if cfg.mask_unstable_water:
-        unstable = unstable_water(tiles.x, info.bands, cfg.mask_unstable_water.split(","), cfg.water_threshold)
-        water = {"bands": cfg.mask_unstable_water, "threshold": cfg.water_threshold,
-                 "labels_ignored": int((unstable & (tiles.y != IGNORE)).sum())}
-        tiles.y[unstable] = IGNORE
-    return SeriesSamples(tiles, classes, info, dtype, nodata, water)
-
-
 def _build(cfg: TemporalConfig, channels: int, k: int, time_steps: int):
-    from lulc.training.models import build_model
 
     try:
         model = build_model(cfg.arch, channels, k, time_steps=time_steps, **cfg.model_options)
@@ -153,6 +68,7 @@ def _build(cfg: TemporalConfig, channels: int, k: int, time_steps: int):
 
 
 def _fit(cfg: TemporalConfig, model, tiles: TileSet, staging: Path, time_steps: int, bands: int, select=None):
+    # Keras-loading modules are imported where they are used: `lulc --help` stays fast
     from lulc.training.batchnorm import calibration_sample
     from lulc.training.dataset import make_dataset
     from lulc.training.fit import fit
@@ -174,8 +90,6 @@ def single_date_baseline(cfg: TemporalConfig, tiles: TileSet, names: list[str], 
     The date is the one with the most observed training pixels (ties: the earlier), so the
     baseline gets its best-observed scene; its cloudy pixels are unlabeled, as they would be.
     """
-    from lulc.training.evaluate import evaluate_tiles
-    from lulc.training.models import build_model
 
     train = tiles.part("train")
     seen = ~np.isnan(train.x.reshape(*train.x.shape[:3], -1, bands)).any(axis=-1)
@@ -201,7 +115,6 @@ def train_temporal(cfg: TemporalConfig, config_record: dict | None = None) -> Bu
 
 
 def _train_temporal_into(cfg: TemporalConfig, config_record: dict | None, staging: Path) -> None:
-    from lulc.training.models import task_of
     from lulc.training.models.recurrent import MISSING_DATES, RECURRENCE
 
     t0 = bundle_writer.start_run(staging)

@@ -25,8 +25,11 @@ from lulc.training.bundle_writer import (
     start_run,
     write_bundle,
 )
+from lulc.training.class_weights import resolve_class_weights
 from lulc.training.config import TrainConfig, require_multiple
-from lulc.training.data import SPLITS
+from lulc.training.data import SPLITS, normalize
+from lulc.training.inputs import prepare_samples
+from lulc.training.models import accepted_options, build_model, task_of
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +51,10 @@ def train(cfg: TrainConfig, config_record: dict | None = None) -> Bundle:
 
 
 def _train_into(cfg: TrainConfig, config_record: dict | None, staging: Path) -> None:
+    # the modules that load Keras are imported here, when a run starts: `lulc --help` stays fast
     from lulc.training.batchnorm import calibration_sample
-    from lulc.training.class_weights import resolve_class_weights
-    from lulc.training.data import normalize
     from lulc.training.dataset import make_dataset
     from lulc.training.fit import fit
-    from lulc.training.inputs import prepare_samples
-    from lulc.training.models import accepted_options, build_model, task_of
 
     t0 = start_run(staging)
     samples = prepare_samples(cfg, staging / WORK)
