@@ -106,7 +106,8 @@ def resolve(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
         return Plan("keras", "keras", "fp32", gpu_allowed)
     on_gpu = gpu_allowed and _ask(onnx_gpu, _cuda_onnx)
     artifact = onnx_artifact(bundle, precision, on_gpu)
-    return Plan("onnx", artifact, {v: k for k, v in ONNX_ARTIFACTS.items()}[artifact], on_gpu)  # type: ignore[arg-type]
+    # what the artefact computes in is recorded with it (bundle.json version 2), not read from its name
+    return Plan("onnx", artifact, bundle.manifest.artifacts[artifact].details.precision or "fp32", on_gpu)
 
 
 def _ask(given: bool | None, probe: object) -> bool:

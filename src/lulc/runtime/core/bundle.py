@@ -21,7 +21,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from lulc.runtime.core.errors import BundleError
-from lulc.runtime.core.manifest import SCHEMA_VERSION, Artifact, Manifest
+from lulc.runtime.core.manifest import Artifact, ArtifactDetails, Manifest
+from lulc.runtime.core.upgrade import upgrade
 
 MANIFEST = "bundle.json"
 SAMPLES = "samples.npz"
@@ -62,18 +63,13 @@ class Bundle:
             raise BundleError(f"cannot read {path}: {exc}") from None
         if not isinstance(raw, dict):
             raise BundleError(f"{path} holds a JSON {type(raw).__name__}, not an object; it is not a bundle manifest")
-        version = raw.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise BundleError(
-                f"{path} has schema version {version!r}; this lulc reads version {SCHEMA_VERSION} "
-                "(retrain or upgrade lulc)"
-            )
         try:
-            manifest = Manifest.model_validate(raw)
+            manifest = Manifest.model_validate(upgrade(raw, path))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise BundleError(f"{path} is invalid at {where}: {first['msg']}") from None
+            hint = f" (re-export it: `lulc export {root}`)" if where.startswith("artifacts.") else ""
+            raise BundleError(f"{path} is invalid at {where}: {first['msg']}{hint}") from None
         return cls(root, manifest)
 
     def save(self) -> None:
@@ -142,7 +138,7 @@ class Bundle:
             format=fmt,
             created=now_iso(),
             parity=parity,
-            details=details or {},
+            details=ArtifactDetails.model_validate(details or {}),
         )
         self.manifest.artifacts[name] = art
         self.save()

@@ -2,7 +2,10 @@
 
 Everything a consumer needs to run a model lives here, so no stage re-guesses bands,
 normalisation or classes. ``extra='forbid'`` makes a typo in a hand-edited manifest an error
-instead of a silently ignored field.
+instead of a silently ignored field. The two open records — an artefact's ``details`` and the
+bundle's ``provenance`` — type every field the runtime reads (a wrong type is an error on
+load) and keep the rest of what export and training recorded as it is. Older versions are
+upgraded on load (:mod:`lulc.runtime.core.upgrade`).
 """
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ import math
 import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 Task = Literal["segmentation", "scene", "temporal-segmentation", "pixel-series"]
 
@@ -86,6 +89,9 @@ class Normalization(_Strict):
 
 
 class TileSpec(_Strict):
+    """How the runtime tiles a raster for this model: tile and overlap in px, and the multiple
+    a tile size must be (2**k for k poolings)."""
+
     size: int = Field(gt=0)
     overlap: int = Field(ge=0)
     # Fully convolutional nets with k poolings need H and W divisible by 2**k.
@@ -98,17 +104,73 @@ class TileSpec(_Strict):
         return self
 
 
+class _Record(BaseModel):
+    """Typed fields the runtime reads, plus recorded fields it does not, kept as written.
+
+    Read like the dict it is in ``bundle.json`` (``record["config"]``, ``record.get(...)``);
+    typed fields that are unset are left out when written.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key) if key in type(self).model_fields else (self.model_extra or {}).get(key)
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        setattr(self, key, value)
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if not (k in type(self).model_fields and v is None)}
+
+
+#: whole numbers as JSON numbers: "8" or 8.0 in a hand-edited manifest is an error, not a guess
+PositiveInt = Annotated[int, Field(ge=1, strict=True)]
+
+
+class ArtifactDetails(_Record):
+    """What an artefact's export recorded; typed where the runtime depends on it."""
+
+    precision: Literal["fp32", "fp16", "int8"] | None = None  # what the artefact computes in
+    max_batch: PositiveInt | None = None  # TensorRT engines: the profile's largest batch
+    input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None  # TensorRT: (H, W, C)
+    stride: PositiveInt | None = None  # scene stride models: px per class cell
+    context_px: Annotated[int, Field(ge=0, le=1 << 14, strict=True)] | None = None  # stride models: tile margin
+
+
+class Provenance(_Record):
+    """How the bundle was made (training config, data, history, metrics...); typed where the
+    runtime depends on it."""
+
+    label_values: list[Annotated[int, Field(ge=0, strict=True)]] | None = None  # the label raster's code of each class
+
+
 class Artifact(_Strict):
+    """One file (or folder) of the bundle, its checksum, and what its export measured."""
+
     path: str
     sha256: str
     format: str
     created: str
     parity: dict[str, Any] | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: ArtifactDetails = Field(default_factory=ArtifactDetails)
 
 
 class Manifest(_Strict):
-    schema_version: Literal[1] = 1  # SCHEMA_VERSION
+    """``bundle.json``: everything a consumer needs to run the model, and its artefacts."""
+
+    schema_version: Literal[2] = 2  # SCHEMA_VERSION
     task: Task
     architecture: str
     input: InputSpec
@@ -116,7 +178,7 @@ class Manifest(_Strict):
     tile: TileSpec
     classes: list[ClassInfo] = Field(min_length=2)
     ignore_index: int = 255
-    provenance: dict[str, Any] = Field(default_factory=dict)
+    provenance: Provenance = Field(default_factory=Provenance)
     artifacts: dict[str, Artifact] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -142,11 +204,10 @@ class Manifest(_Strict):
         """The classes as written maps code them: the label raster's own values where training
         recorded them (``provenance.label_values``) and they fit a byte map beside its nodata
         255, else the model's ids 0..K-1 (CORINE's 111..523 do not fit)."""
-        values = self.provenance.get("label_values")
-        if not isinstance(values, list):
+        values = self.provenance.label_values
+        if values is None:
             return list(self.classes)
-        fits = (isinstance(values, list) and len(values) == len(self.classes) and len(set(values)) == len(values)
-                and all(isinstance(v, int) and 0 <= v < 255 for v in values))
+        fits = len(values) == len(self.classes) and len(set(values)) == len(values) and all(v < 255 for v in values)
         if not fits:
             return list(self.classes)
         return [ClassInfo(id=v, name=c.name, color=c.color) for v, c in zip(values, self.classes)]
