@@ -7,7 +7,7 @@ import pytest
 from conftest import BANDS, run_without_tensorflow, synthetic_scene, write_raster
 from lulc.runtime.io.mapformat import NODATA_CLASS
 from lulc.runtime.kernels import cpu as kernels
-from lulc.runtime.kernels import for_array
+from lulc.runtime.kernels import for_array, reference
 from lulc.runtime.pipeline import batch_runs
 from lulc.runtime.tiling import blend_weights
 
@@ -25,19 +25,19 @@ def test_mask_matches_reference(use_nodata):
     block = random_block(np.random.default_rng(0))
     valid = np.empty(block.shape[1:], np.bool_)
     kernels.mask_nodata(block, 0.0, use_nodata, valid)
-    np.testing.assert_array_equal(valid, kernels.reference_mask(block, 0.0, use_nodata))
+    np.testing.assert_array_equal(valid, reference.reference_mask(block, 0.0, use_nodata))
     assert valid[4, 6] != use_nodata and not valid[35, 35]
 
 
 def test_pack_matches_reference_and_counts_valid_pixels():
     rng = np.random.default_rng(1)
     block = random_block(rng)
-    valid = kernels.reference_mask(block, 0.0, True)
+    valid = reference.reference_mask(block, 0.0, True)
     ys, xs = np.array([0, 0, 24, 24]), np.array([0, 24, 0, 24])
     mean, inv_std = rng.uniform(10, 20, 3).astype(np.float32), rng.uniform(0.1, 1, 3).astype(np.float32)
     out, counts = np.empty((4, 16, 16, 3), np.float32), np.empty(4, np.int64)
     kernels.pack_tiles(block, valid, ys, xs, mean, inv_std, out, counts)
-    ref_out, ref_counts = kernels.reference_pack(block, valid, ys, xs, 16, mean, inv_std)
+    ref_out, ref_counts = reference.reference_pack(block, valid, ys, xs, 16, mean, inv_std)
     np.testing.assert_allclose(out, ref_out, rtol=1e-6)
     np.testing.assert_array_equal(counts, ref_counts)
     assert counts[3] < 16 * 16 and np.isfinite(out).all()  # NaN pixels are packed as 0
@@ -50,7 +50,7 @@ def test_blend_matches_reference_with_overlapping_tiles():
     weight = blend_weights(16, 4)
     acc = np.zeros((5, 28, 28), np.float32)
     kernels.blend_accumulate(probs, ys, xs, weight, acc)
-    np.testing.assert_allclose(acc, kernels.reference_blend(probs, ys, xs, weight, acc.shape), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(acc, reference.reference_blend(probs, ys, xs, weight, acc.shape), rtol=1e-5, atol=1e-6)
 
 
 def test_finalize_matches_reference_including_scaled_bands():
@@ -61,7 +61,7 @@ def test_finalize_matches_reference_including_scaled_bands():
     valid = rng.uniform(size=(20, 24)) > 0.1
     classes, probs, conf = np.empty((20, 24), np.uint8), np.empty((3, 20, 24), np.uint8), np.empty((20, 24), np.uint8)
     kernels.finalize(acc, valid, classes, probs, conf, True, True)
-    ref = kernels.reference_finalize(acc.astype(np.float64), valid)
+    ref = reference.reference_finalize(acc.astype(np.float64), valid)
     np.testing.assert_array_equal(classes, ref[0])
     assert np.abs(probs.astype(int) - ref[1]).max() <= 1 and np.abs(conf.astype(int) - ref[2]).max() <= 1
     assert (classes[:2, :2] == NODATA_CLASS).all() and (classes[~valid] == NODATA_CLASS).all()
@@ -95,9 +95,10 @@ def test_warm_up_loads_the_signatures_a_run_uses(trained_bundle, tmp_path):
     code = f"""
         from lulc.runtime import infer
         from lulc.runtime.kernels import cpu as kernels
+        from lulc.runtime.kernels.warmup import warm_up
         used = (kernels.mask_nodata, kernels.pack_tiles, kernels.blend_accumulate, kernels.finalize,
                 kernels.mode_2x2)
-        kernels.warm_up()
+        warm_up()
         before = [len(k.signatures) for k in used]
         infer.run_inference({str(trained_bundle)!r}, {str(path)!r}, {str(tmp_path / "map.tif")!r},
                             infer.InferOptions(backend="onnx", progress=False))
@@ -114,12 +115,12 @@ def test_a_cold_cache_compiles_the_write_side_in_a_second_process(tmp_path, monk
     while this one compiles mask/pack, and this one then loads those from the cache."""
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     code = """
-        from lulc.runtime.kernels import cpu
-        cold = cpu._cache_is_cold()
-        cpu.warm_up()
+        from lulc.runtime.kernels import cpu, warmup
+        cold = warmup._cache_is_cold()
+        warmup.warm_up()
         loaded = [sum(k.stats.cache_hits.values()) for k in (cpu.blend_accumulate, cpu.finalize, cpu.mode_2x2)]
         compiled = [sum(k.stats.cache_misses.values()) for k in (cpu.mask_nodata, cpu.pack_tiles)]
-        print(cold, cpu._cache_is_cold(), loaded, compiled)
+        print(cold, warmup._cache_is_cold(), loaded, compiled)
         """
     proc = run_without_tensorflow(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -137,5 +138,5 @@ def test_uncertainty_matches_reference(measure):
     valid = rng.uniform(size=(20, 24)) > 0.1
     out = np.empty((20, 24), np.uint8)
     kernels.uncertainty(acc, valid, out, kernels.MEASURES[measure], kernels.entropy_table(4))
-    ref = kernels.reference_uncertainty(acc.astype(np.float64), valid, measure)
+    ref = reference.reference_uncertainty(acc.astype(np.float64), valid, measure)
     assert np.abs(out.astype(int) - ref).max() <= 1 and (out[~valid] == 255).all() and (out[:2, :2] == 255).all()

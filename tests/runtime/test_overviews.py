@@ -12,7 +12,8 @@ from lulc.runtime.infer import InferOptions, run_inference
 from lulc.runtime.io import overviews
 from lulc.runtime.io.mapformat import NODATA_CLASS
 from lulc.runtime.io.overviews import overview_sizes
-from lulc.runtime.kernels.cpu import mode_2x2, reference_mode_2x2
+from lulc.runtime.kernels.cpu import mode_2x2
+from lulc.runtime.kernels.reference import reference_mode_2x2
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 5, 1), (2, 7, 9), (3, 6, 8)])

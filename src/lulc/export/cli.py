@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from lulc.runtime.cli import handle_errors
+from lulc.runtime.cli_errors import handle_errors
 
 TARGETS = ("onnx", "trt", "tfjs")
 

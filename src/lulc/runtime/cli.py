@@ -6,71 +6,19 @@ Commands are thin: parse options, import the library lazily, call it.
 """
 from __future__ import annotations
 
-import functools
-import logging
 import os
-import signal
-import sys
-import threading
-from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
 
 from lulc.runtime import __version__
-from lulc.runtime.core.errors import LulcError, SettingError
-
-if TYPE_CHECKING:
-    from lulc.runtime.options import InferOptions
+from lulc.runtime.cli_errors import handle_errors
+from lulc.runtime.cli_options import configure_logging, infer_options, run_options
 
 # TensorFlow's C++ start-up chatter would drown our own messages (set it to 0 to see it);
 # this must happen before a subcommand's module can import TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-P = ParamSpec("P")
-R = TypeVar("R")
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def configure_logging(verbosity: int) -> None:
-    level = max(10, 30 - 10 * verbosity)
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger().setLevel(level)  # also when a command's own -v/-q comes after the group's
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn user mistakes into one line on stderr, no traceback: a wrong option (SettingError)
-    is a usage error, exit code 2, like a wrong type click itself catches; any other LulcError
-    (bad data, a wrong bundle, an unwritable output) exits 1.
-
-    SIGTERM (a scheduler or `kill` stopping the run) is handled like Ctrl-C: the command
-    stops cleanly and says what, if anything, can be resumed.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _interrupt)
-        try:
-            return func(*args, **kwargs)
-        except SettingError as exc:  # an option no run can use: a usage error, exit code 2
-            if exc.hint is None:
-                raise click.UsageError(exc.problem) from None
-            raise click.BadParameter(exc.problem, param_hint=exc.hint) from None
-        except LulcError as exc:
-            raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
-            raise click.ClickException("interrupted; no output was written") from None
-        except MemoryError:
-            raise click.ClickException("out of memory; use smaller tiles or blocks (--tile, --block-px)") from None
-
-    return wrapper
-
 
 class PluginGroup(click.Group):
     """A group whose commands come from ``lulc.commands`` entry points, loaded on demand."""
@@ -110,83 +58,6 @@ def _broken_command(name: str, message: str) -> click.Command:
 def main(verbose: int, quiet: int) -> None:
     """lulc: land-use / land-cover classification for satellite rasters."""
     configure_logging(verbose - quiet)
-
-
-#: what to do to a finished map (lulc-infer, lulc batch, lulc clean); they fill InferOptions /
-#: PostOptions by name
-POST_OPTIONS = [
-    click.option("--mmu", type=float, default=None, metavar="HECTARES",
-                 help="Minimum mapping unit: merge 8-connected regions smaller than this into their largest neighbour "
-                      "(as GDAL's sieve on the whole map)."),
-    click.option("--mmu-px", type=int, default=None, metavar="N", help="The minimum mapping unit in pixels."),
-    click.option("--majority", type=click.IntRange(min=1), default=None, metavar="RADIUS",
-                 help="Majority (modal) filter over a (2 RADIUS + 1)² px window."),
-    click.option("--smooth", type=click.Choice(["bayes"]), default=None,
-                 help="Bayesian smoothing of the class probabilities (sits' method) before the classes are chosen."),
-    click.option("--smoothness", type=float, default=20.0, show_default=True, help="Prior variance of --smooth bayes."),
-    click.option("--smooth-window", type=int, default=7, show_default=True, help="Window of --smooth bayes, px (odd)."),
-]
-
-#: options every classifying command takes, in --help order; they fill InferOptions by name
-RUN_OPTIONS = [
-    click.option("--backend", type=click.Choice(["auto", "trt", "onnx", "keras"]), default="auto", show_default=True),
-    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-                 help="Where the model runs (auto: a GPU when the backend has one)."),
-    click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True,
-                 help="Model precision (auto: int8 on CPU where the bundle has it, the engine or fp16 on GPU, else fp32)."),
-    click.option("--scene-stride", type=click.IntRange(min=1), default=None, metavar="N",
-                 help="Scene bundles: one class per N px cell, down to 1, from the patch window around it "
-                      "(default: one per patch; needs `lulc export --target onnx --scene-stride N`)."),
-    click.option("--ensemble", multiple=True, type=click.Path(), metavar="BUNDLE",
-                 help="Average the class probabilities with this bundle's (repeatable; same bands and classes)."),
-    click.option("--tta", type=click.Choice(["flips", "d4"]), default=None,
-                 help="Test-time augmentation: average the model over flipped (4) or flipped and rotated (8) tiles."),
-    *POST_OPTIONS,
-    click.option("--tile", type=click.IntRange(min=1), default=None, help="Tile size in px (default: the bundle's)."),
-    click.option("--overlap", type=click.IntRange(min=0), default=None, help="Tile overlap in px (default: the bundle's)."),
-    click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                 help="Tiles per model call (default: about 0.25 MPix per call)."),
-    click.option("--block-px", type=click.IntRange(min=1), default=1024, show_default=True,
-                 help="Side of the blocks streamed through memory (and the unit of --resume)."),
-    click.option("--band-names", type=click.Choice(["strict", "auto", "ignore"]), default="strict", show_default=True,
-                 help="Input band names must equal the model's (strict), may be generic like B1..Bn (auto), "
-                      "or are not checked (ignore)."),
-    click.option("--probabilities", is_flag=True, help="Add one uint8 probability band per class (0..254)."),
-    click.option("--confidence", is_flag=True, help="Add a uint8 max-probability band (0..254)."),
-    click.option("--uncertainty", type=click.Choice(["entropy", "margin", "least"]), default=None,
-                 help="Add a uint8 uncertainty band, 0 (sure) .. 254 (unsure): normalised entropy, 1 - margin "
-                      "between the two most likely classes, or 1 - the top probability."),
-    click.option("--overwrite", is_flag=True, help="Replace existing output files (never an input, a folder or the bundle)."),
-    click.option("--dask", default=None, metavar="ADDRESS",
-                 help="Classify on a Dask cluster: local, local:N (N worker processes) or a scheduler address "
-                      "(tcp://host:8786); needs `pip install 'lulc[dask]'`."),
-    click.option("--progress/--no-progress", default=True, show_default=True),
-    click.option("-v", "--verbose", count=True, help="More log output (repeatable)."),
-    click.option("-q", "--quiet", count=True, help="Less log output (repeatable)."),
-]
-
-
-def run_options(func: F) -> F:
-    """Add :data:`RUN_OPTIONS` to a command."""
-    for option in reversed(RUN_OPTIONS):
-        func = option(func)
-    return func
-
-
-def post_options(func: F) -> F:
-    """Add :data:`POST_OPTIONS` to a command."""
-    for option in reversed(POST_OPTIONS):
-        func = option(func)
-    return func
-
-
-def infer_options(verbose: int, quiet: int, **options: Any) -> InferOptions:
-    """InferOptions from the command's options (and its own -v/-q applied)."""
-    from lulc.runtime.options import InferOptions
-
-    if verbose or quiet:
-        configure_logging(verbose - quiet)
-    return InferOptions(**options)
 
 
 @click.command("infer")

@@ -37,7 +37,7 @@ from lulc.runtime.io.rasters import open_input
 from lulc.runtime.io.resume import ResumeState
 from lulc.runtime.io.space import no_space
 from lulc.runtime.io.writer import PartialMap, map_tags
-from lulc.runtime.kernels import cpu as kernels
+from lulc.runtime.kernels.warmup import warm_up
 from lulc.runtime.options import GDAL_CACHE_MB, InferOptions, RunFigures, tile_geometry
 from lulc.runtime.pipeline import BlockRunner, block_runner, block_window, stream_blocks
 from lulc.runtime.postprocess.vectorize import write_vector
@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RunSummary:
+    """What a run did, for the log line and ``--json``: inputs, output, speed, engine, tiles, memory."""
     input: str
     output: str
     pixels: int
@@ -181,7 +182,7 @@ def _run_here(bundle: Bundle, src: rasterio.io.DatasetReader, publication: Publi
     m = bundle.manifest
     final = publication.final
     t0 = time.perf_counter()
-    threading.Thread(target=kernels.warm_up, name="lulc-warm-up", daemon=True).start()
+    threading.Thread(target=warm_up, name="lulc-warm-up", daemon=True).start()
     session = open_session(bundle, opts, opts.cores)
     grid, runner = block_runner(bundle, session, src, opts, geometry)
     resume = ResumeState(final, {**key, "session": session_identity(bundle, session)})
@@ -246,4 +247,5 @@ def _stop(partial: PartialMap, resume: ResumeState, grid: TileGrid, exc: BaseExc
 
 
 def summary_json(summary: RunSummary) -> str:
+    """The run summary as the JSON ``lulc-infer --json`` prints."""
     return json.dumps(asdict(summary), indent=2)

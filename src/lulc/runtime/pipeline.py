@@ -272,6 +272,7 @@ def _cancel(reads: list, *queued: tuple[list, Iterator]) -> None:
 
 
 def block_window(block: Block) -> Window:
+    """The raster window a block owns (where its finished pixels are written)."""
     return Window(block.x0, block.y0, block.owned_w, block.owned_h)
 
 

@@ -58,6 +58,10 @@ class Block:
 
 @dataclass(frozen=True)
 class TileGrid:
+    """The global tile grid of one raster (tiles of ``size`` px overlapping by ``overlap``) and
+    the square blocks of ``tiles_per_block``² tiles streamed through memory: the same grid for a
+    whole run, a resumed run and every Dask part, so tiles never depend on how work is split."""
+
     height: int
     width: int
     size: int

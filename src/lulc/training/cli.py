@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from lulc.runtime.cli import handle_errors
+from lulc.runtime.cli_errors import handle_errors
 
 SINGLE_DATE_ARCHS = ["unet", "fcn", "scene-cnn", "scene-vgg16", "scene-densenet121"]
 TEMPORAL_ARCHS = ["pixel-lstm", "mtlcc", "fcn-convlstm"]

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from lulc.runtime.cli import handle_errors, infer_options, run_options
+from lulc.runtime.cli_errors import handle_errors
+from lulc.runtime.cli_options import infer_options, run_options
 
 
 @click.command("assess")

@@ -42,6 +42,7 @@ def cpu_split(cores: int) -> tuple[int, int]:
 
 
 def available_providers() -> list[str]:
+    """The execution providers this onnxruntime build offers (CUDA only with onnxruntime-gpu)."""
     return list(ort.get_available_providers())
 
 

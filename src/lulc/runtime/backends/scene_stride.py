@@ -28,6 +28,7 @@ def stride_artifact(stride: int) -> str:
 
 @dataclass(frozen=True)
 class StrideModel:
+    """A scene bundle's stride model: its artefact, px per class cell and the tile margin it needs."""
     artifact: str
     stride: int
     context_px: int  # px from a tile edge within which a cell's window sees the tile's padding

@@ -106,6 +106,7 @@ def usable(bundle: Bundle) -> bool:
 
 
 class TrtSession(Session):
+    """A TensorRT engine with pinned host and device buffers allocated once (copy, execute, copy)."""
     name = "trt"
 
     def __init__(self, engine_path: Path, details: ArtifactDetails | dict, bundle_root: Path | str = "BUNDLE"):

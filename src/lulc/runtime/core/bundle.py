@@ -29,6 +29,7 @@ SAMPLES = "samples.npz"
 
 
 def sha256sum(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (artefacts can be hundreds of MB)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -37,6 +38,7 @@ def sha256sum(path: Path) -> str:
 
 
 def now_iso() -> str:
+    """The time now, UTC, to the second: when an artefact was recorded."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 
 def same_grid(a: rasterio.io.DatasetReader, b: rasterio.io.DatasetReader) -> bool:
+    """Whether two rasters share size, CRS and transform (within rounding): a stack needs one grid."""
     return (a.width, a.height, a.crs) == (b.width, b.height, b.crs) and a.transform.almost_equals(b.transform)
 
 

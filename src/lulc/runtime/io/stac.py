@@ -37,6 +37,7 @@ class StacStack:
 
 
 def is_url(text: str) -> bool:
+    """Whether ``text`` is an http(s) URL (read through /vsicurl/), not a local path."""
     return urlsplit(text).scheme in ("http", "https")
 
 

@@ -46,6 +46,7 @@ def _fiona() -> Any:
 
 
 def parse_crs(text: str, what: str = "--crs") -> CRS:
+    """A CRS from user input (EPSG:32633, WKT, PROJ), or one line naming the option."""
     try:
         return CRS.from_user_input(text)
     except CRSError:

@@ -9,16 +9,14 @@ Each kernel is ``nogil`` so the reader, model and writer threads overlap, and se
 pipeline already runs its stages on threads of their own, so a kernel spread over every
 core only took cores from the model calls (2 cores: the U-Net at 4096² no faster end to end,
 the faster `fcn` at 10980² ~4 % faster), and Numba's parallel compilation made the first
-run after install 2.8 s slower than the second, against 1.1 s for serial kernels. ``reference_*``
-functions are the plain NumPy definitions the tests compare these and the CUDA twins
-(:mod:`lulc.runtime.kernels.cuda`) against; :func:`lulc.runtime.kernels.block_ops` picks the twin.
+run after install 2.8 s slower than the second, against 1.1 s for serial kernels. The NumPy
+definitions the tests compare these and the CUDA twins (:mod:`lulc.runtime.kernels.cuda`) against
+live in :mod:`lulc.runtime.kernels.reference`, the start-up warm-up in
+:mod:`lulc.runtime.kernels.warmup`; :func:`lulc.runtime.kernels.block_ops` picks the twin.
 """
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -255,150 +253,25 @@ def mode_2x2(src: np.ndarray, out: np.ndarray) -> None:
                 )
 
 
-def _warm_read_side() -> None:
-    """Compile (or load) the kernels that run before the first model call: mask and pack."""
-    block = np.zeros((1, 2, 2), np.float32)
-    valid = np.empty((2, 2), np.bool_)
-    mask_nodata(block, 0.0, True, valid)
-    origin = np.zeros(1, np.int64)
-    scale = np.ones(1, np.float32)
-    pack_tiles(block, valid, origin, origin, scale, scale, np.empty((1, 2, 2, 1), np.float32), np.empty(1, np.int64))
-
-
-def _warm_write_side() -> None:
-    """Compile (or load) the kernels that run after it: blend, finalize and the overview mode."""
-    origin = np.zeros(1, np.int64)
-    valid = np.ones((2, 2), np.bool_)
-    acc = np.zeros((2, 2, 2), np.float32)
-    blend_accumulate(np.zeros((1, 2, 2, 1), np.float32), origin, origin, np.ones((2, 2), np.float32), acc)
-    pixels = np.empty((2, 2), np.uint8)
-    finalize(acc, valid, pixels, np.empty((1, 2, 2), np.uint8), pixels, False, False)
-    mode_2x2(pixels[None], np.empty((1, 1, 1), np.uint8))
-
-
-def _cache_is_cold() -> bool:
-    """No cached machine code for the last kernel a run compiles: the first run after install."""
-    try:
-        folder = Path(mode_2x2._cache.cache_path)  # type: ignore[attr-defined]
-    except AttributeError:  # a Numba without the on-disk cache API: compile here as before
-        return False
-    return not any(folder.glob(f"{Path(__file__).stem}.mode_2x2-*.nbi"))
-
-
-def warm_up() -> None:
-    """Load (or compile) each kernel once, on a few pixels, with the argument types the runtime uses.
-
-    A process's first Numba call pays Numba's own start-up (LLVM, cache loading): about half a
-    second. The runtime runs this on a thread at start so that cost overlaps opening the model
-    and reading the first block instead of delaying the first model call. On the first run
-    after install nothing is cached and compiling all kernels takes over a second, holding the GIL:
-    then a second process compiles the write-side kernels into the cache while this one
-    compiles the read side, and this one loads them from the cache when that is done.
-    """
-    beside = None
-    if _cache_is_cold():
-        code = "from lulc.runtime.kernels.cpu import _warm_write_side; _warm_write_side()"
-        try:
-            beside = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        except OSError:  # no interpreter to start (an embedded or frozen Python): compile all here
-            beside = None
-    _warm_read_side()
-    if beside is not None:
-        beside.wait()
-    _warm_write_side()
-
-
-def reference_mask(block: np.ndarray, nodata: float, use_nodata: bool) -> np.ndarray:
-    """NumPy definition of :func:`mask_nodata` (returns valid)."""
-    bad = np.isnan(block).any(0)
-    if use_nodata:
-        bad |= (block == nodata).any(0)
-    return ~bad
-
-
-def reference_pack(block: np.ndarray, valid: np.ndarray, ys: np.ndarray, xs: np.ndarray, size: int, mean: np.ndarray,
-                   inv_std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NumPy definition of :func:`pack_tiles` (returns out, counts)."""
-    tiles = []
-    counts = []
-    for y0, x0 in zip(ys, xs):
-        raw = block[:, y0 : y0 + size, x0 : x0 + size].transpose(1, 2, 0)
-        ok = valid[y0 : y0 + size, x0 : x0 + size]
-        norm = (raw - mean) * inv_std
-        tiles.append(np.where(ok[..., None], norm, 0.0).astype(np.float32))
-        counts.append(int(ok.sum()))
-    return np.stack(tiles), np.array(counts)
-
-
-def reference_blend(probs: np.ndarray, ys: np.ndarray, xs: np.ndarray, weight: np.ndarray,
-                    shape: tuple[int, ...]) -> np.ndarray:
-    """NumPy definition of :func:`blend_accumulate` on a zeroed accumulator of ``shape``."""
-    acc = np.zeros(shape, dtype=np.float64)
-    size = probs.shape[1]
-    for p, y0, x0 in zip(probs, ys, xs):
-        acc[:-1, y0 : y0 + size, x0 : x0 + size] += (weight[..., None] * p).transpose(2, 0, 1)
-        acc[-1, y0 : y0 + size, x0 : x0 + size] += weight
-    return acc
-
-
-def reference_finalize(acc: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """NumPy definition of :func:`finalize`: (classes, probabilities, confidence) as uint8."""
-    wsum = acc[-1]
-    bad = ~valid | (wsum <= 0)
-    classes = np.argmax(acc[:-1], axis=0).astype(np.uint8)
-    share = np.minimum(acc[:-1] / np.where(bad, 1.0, wsum), 1.0)
-    probs = np.floor(share * PROB_SCALE + 0.5).astype(np.uint8)
-    conf = np.floor(share.max(0) * PROB_SCALE + 0.5).astype(np.uint8)
-    classes[bad] = NODATA_CLASS
-    probs[:, bad] = 255
-    conf[bad] = 255
-    return classes, probs, conf
-
-
-def reference_uncertainty(acc: np.ndarray, valid: np.ndarray, measure: str) -> np.ndarray:
-    """NumPy definition of :func:`uncertainty` (the entropy of the probabilities as stored)."""
-    wsum = acc[-1]
-    bad = ~valid | (wsum <= 0)
-    p = np.minimum(acc[:-1] / np.where(bad, 1.0, wsum), 1.0)
-    if measure == "entropy":
-        stored = np.floor(p * PROB_SCALE + 0.5) / PROB_SCALE
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.where(stored > 0, -stored * np.log(stored), 0.0).sum(0) / np.log(p.shape[0])
-    else:
-        top = np.sort(p, axis=0)
-        u = 1 - (top[-1] - top[-2]) if measure == "margin" else 1 - top[-1]
-    out = np.floor(np.clip(u, 0, 1) * PROB_SCALE + 0.5).astype(np.uint8)
-    out[bad] = 255
-    return out
-
-
-def reference_mode_2x2(src: np.ndarray) -> np.ndarray:
-    """NumPy definition of :func:`mode_2x2` (for the tests)."""
-    bands, h, w = src.shape
-    out = np.empty((bands, -(-h // 2), -(-w // 2)), np.uint8)
-    for b in range(bands):
-        for y in range(out.shape[1]):
-            for x in range(out.shape[2]):
-                cell = [v for v in src[b, 2 * y : 2 * y + 2, 2 * x : 2 * x + 2].ravel() if v != NODATA_CLASS]
-                out[b, y, x] = max(cell, key=cell.count) if cell else NODATA_CLASS
-    return out
-
-
 # ---- buffer helpers, named as in the CUDA twin so the runtime never branches on the device --
 
 def add_into(dst: np.ndarray, src: np.ndarray) -> None:
+    """dst += src, in place (the carried overlap strips)."""
     np.add(dst, src, out=dst)
 
 
 def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
+    """dst[...] = src, in place."""
     np.copyto(dst, src)
 
 
 def zero(dst: np.ndarray) -> None:
+    """Zero a reused buffer for its next block."""
     dst.fill(0)
 
 
 def empty(shape: int | tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
+    """An uninitialised buffer, written whole by the kernel that fills it."""
     return np.empty(shape, dtype=dtype)
 
 
@@ -417,4 +290,5 @@ def to_device(host: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 
 def to_host(array: np.ndarray) -> np.ndarray:
+    """Host arrays are already on the host."""
     return array

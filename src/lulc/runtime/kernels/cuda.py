@@ -182,10 +182,12 @@ def zero(dst: DeviceArray) -> None:
 
 
 def empty(shape: int | tuple[int, ...], dtype: npt.DTypeLike) -> DeviceArray:
+    """An uninitialised device buffer, written whole by the kernel that fills it."""
     return cuda.device_array(shape, dtype=dtype)
 
 
 def zeros(shape: int | tuple[int, ...], dtype: npt.DTypeLike) -> DeviceArray:
+    """A zeroed device buffer (accumulators and carried strips start at 0)."""
     out = empty(shape, dtype)
     zero(out)
     return out
@@ -200,6 +202,7 @@ def to_device(host: np.ndarray, out: DeviceArray | None = None) -> DeviceArray:
 
 
 def to_host(array: DeviceArray) -> np.ndarray:
+    """A device array copied to the host (a finished block's bands)."""
     return array.copy_to_host()
 
 

@@ -5,7 +5,8 @@ from typing import Any
 
 import click
 
-from lulc.runtime.cli import handle_errors, post_options
+from lulc.runtime.cli_errors import handle_errors
+from lulc.runtime.cli_options import post_options
 
 
 @click.command("clean")

@@ -178,6 +178,7 @@ def resolve_merges(roots: np.ndarray, sizes: np.ndarray, big: np.ndarray, thresh
 @njit(nogil=True, cache=True)
 def apply_rows(rows: np.ndarray, ids: np.ndarray, region: np.ndarray, big: np.ndarray, values: np.ndarray,
                out: np.ndarray) -> None:
+    """``out``: ``rows`` with each pixel of a merged region given its target region's class."""
     h, w = rows.shape
     for y in range(h):
         for x in range(w):

@@ -27,6 +27,7 @@ UNCHANGED_COLOR = (60, 60, 60)
 
 @dataclass
 class ChangeSummary:
+    """What ``lulc change`` wrote: the transition raster, its table, the classes and hectares per transition."""
     output: Path
     table: Path
     classes: list[str]

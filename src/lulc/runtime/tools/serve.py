@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 import click
 
-from lulc.runtime.cli import handle_errors
+from lulc.runtime.cli_errors import handle_errors
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BackendUnavailable, BundleError, InputRasterError, LulcError
 from lulc.runtime.tools.webpage import libs_hint, missing_libs, vendored_libs, web_root
@@ -236,6 +236,7 @@ def make_server(bundle_dir: str | os.PathLike, sample: str | os.PathLike | None 
 
 
 def server_url(server: ThreadingHTTPServer) -> str:
+    """The page's address (http://127.0.0.1:PORT/) of a bound server."""
     host, port = server.server_address[:2]
     return f"http://{host!s}:{port}/" if isinstance(host, str) else f"http://{host.decode()}:{port}/"
 

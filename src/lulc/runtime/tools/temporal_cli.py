@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lulc.runtime.cli import handle_errors
+from lulc.runtime.cli_errors import handle_errors
 
 
 def _names(value: str | None) -> list[str] | None:
