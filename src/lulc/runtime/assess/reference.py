@@ -96,6 +96,19 @@ def _is_int(text: str) -> bool:
         return False
 
 
+def sample_points(src: rasterio.io.DatasetReader, xs: np.ndarray, ys: np.ndarray,
+                  crs: CRS) -> tuple[np.ndarray, np.ndarray]:
+    """(which points, given in ``crs``, fall on ``src``; band 1's values there)."""
+    xs, ys = np.atleast_1d(np.asarray(xs, np.float64)), np.atleast_1d(np.asarray(ys, np.float64))
+    if len(xs) and crs != src.crs:
+        xs, ys = map(np.asarray, transform_points(crs, src.crs, xs, ys))
+    rows, cols = rasterio.transform.rowcol(src.transform, xs, ys) if len(xs) else ([], [])
+    rows, cols = np.atleast_1d(rows), np.atleast_1d(cols)
+    inside = (rows >= 0) & (rows < src.height) & (cols >= 0) & (cols < src.width)
+    values = np.array([v[0] for v in src.sample(zip(xs[inside], ys[inside]))], np.int64).reshape(-1)
+    return inside, values
+
+
 class Strata:
     """The strata of a Stehman design: a raster of stratum codes (nodata: no stratum)."""
 
@@ -106,15 +119,8 @@ class Strata:
 
     def at(self, xs: np.ndarray, ys: np.ndarray, crs: CRS) -> np.ndarray:
         """Stratum index at points (in ``crs``), -1 outside the strata."""
-        if len(xs) == 0:
-            return np.zeros(0, np.int64)
-        if crs != self.src.crs:
-            xs, ys = map(np.asarray, transform_points(crs, self.src.crs, xs, ys))
-        rows, cols = rasterio.transform.rowcol(self.src.transform, xs, ys)
-        rows, cols = np.asarray(rows), np.asarray(cols)
-        inside = (rows >= 0) & (rows < self.src.height) & (cols >= 0) & (cols < self.src.width)
         out = np.full(len(xs), -1, np.int64)
-        values = np.array([v[0] for v in self.src.sample(zip(xs[inside], ys[inside]))], dtype=np.int64)
+        inside, values = sample_points(self.src, xs, ys, crs)
         if self.src.nodata is not None:
             values[values == int(self.src.nodata)] = 65535
         out[inside] = self.lut[np.clip(values, 0, 65535)]
@@ -227,11 +233,8 @@ def _add_units(result: Tally, src: rasterio.io.DatasetReader, classes: MapClasse
     if len(xs) == 0:
         result.outside += 1  # a polygon that covers no pixel centre of the map
         return
-    rows, cols = rasterio.transform.rowcol(src.transform, xs, ys)
-    rows, cols = np.atleast_1d(rows), np.atleast_1d(cols)
-    inside = (rows >= 0) & (rows < src.height) & (cols >= 0) & (cols < src.width)
+    inside, values = sample_points(src, xs, ys, src.crs)
     result.outside += int((~inside).sum())
-    values = np.array([v[0] for v in src.sample(zip(xs[inside], ys[inside]))], dtype=np.int64).reshape(-1)
     mapped = classes.index()[np.clip(values, 0, 65535)]
     result.on_nodata += int((mapped < 0).sum())
     keep = mapped >= 0
@@ -266,14 +269,9 @@ class LabelRaster:
 
     def at(self, xs: np.ndarray, ys: np.ndarray, crs: CRS) -> np.ndarray:
         """Class index at points (in ``crs``), -1 outside the raster or unlabelled."""
-        if crs != self.src.crs:
-            xs, ys = map(np.asarray, transform_points(crs, self.src.crs, xs, ys))
-        rows, cols = rasterio.transform.rowcol(self.src.transform, xs, ys)
-        rows, cols = np.atleast_1d(rows), np.atleast_1d(cols)
-        inside = (rows >= 0) & (rows < self.src.height) & (cols >= 0) & (cols < self.src.width)
         out = np.full(len(xs), -1, np.int64)
-        values = np.array([v[0] for v in self.src.sample(zip(np.asarray(xs)[inside], np.asarray(ys)[inside]))], np.int64)
-        out[inside] = self.lookup(values.reshape(-1))
+        inside, values = sample_points(self.src, xs, ys, crs)
+        out[inside] = self.lookup(values)
         return out
 
 
