@@ -27,8 +27,8 @@ def test_a_version_1_manifest_written_by_lulc_upgrades():
     assert raw["schema_version"] == 1
     m = Manifest.model_validate(upgrade(raw, V1))
     assert m.schema_version == SCHEMA_VERSION == 2
-    assert m.artifacts["onnx"].details.precision == "fp32" and m.artifacts["onnx"].details["opset"] == 17
-    assert m.provenance.label_values == [0, 1, 2] and m.provenance["config"]["tile"] == raw["provenance"]["config"]["tile"]
+    assert m.artifacts["onnx"].details["precision"] == "fp32" and m.artifacts["onnx"].details["opset"] == 17
+    assert m.provenance["label_values"] == [0, 1, 2] and m.provenance["config"]["tile"] == raw["provenance"]["config"]["tile"]
     written = json.loads(m.model_dump_json())
     assert written["artifacts"]["keras"]["details"] == {}  # unset typed fields are not written as nulls
     assert {k: v for k, v in written["provenance"].items()} == raw["provenance"]
@@ -40,7 +40,7 @@ def test_precision_is_filled_in_for_version_1_onnx_artefacts():
     raw["artifacts"]["onnx-int8"] = {**raw["artifacts"]["onnx"], "path": "model.int8.onnx", "details": {}}
     del raw["artifacts"]["onnx"]["details"]["precision"]
     m = Manifest.model_validate(upgrade(raw, V1))
-    assert m.artifacts["onnx"].details.precision == "fp32" and m.artifacts["onnx-int8"].details.precision == "int8"
+    assert m.artifacts["onnx"].details["precision"] == "fp32" and m.artifacts["onnx-int8"].details["precision"] == "int8"
 
 
 def test_a_version_1_bundle_runs_and_is_saved_as_version_2(bundle_copy, tmp_path):

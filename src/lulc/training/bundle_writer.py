@@ -20,9 +20,9 @@ from lulc.runtime import __version__
 from lulc.runtime.core.bundle import SAMPLES, Bundle, now_iso
 from lulc.runtime.core.errors import SettingError
 from lulc.runtime.core.manifest import ClassInfo, InputSpec, Manifest, Normalization, Task, TileSpec
+from lulc.training import evaluate
 from lulc.training.config import TemporalConfig, TrainConfig, require_multiple
 from lulc.training.data import TileSet, count_test_blocks
-from lulc.training.evaluate import evaluate_tiles, write_evaluation
 from lulc.training.figures import learning_curve_figure
 from lulc.training.labels import IGNORE
 from lulc.training.outputs import check_bundle_output, publish, staged
@@ -70,7 +70,7 @@ def runtime_tiles(cfg: TrainConfig | TemporalConfig, divisor: int, overlap: int)
 
 def held_out_metrics(model: Any, test: TileSet, names: list[str], task: str) -> dict:
     """Held-out metrics with the number of spatial blocks behind them (warns when few)."""
-    metrics = evaluate_tiles(model, test, names, task)
+    metrics = evaluate.evaluate_tiles(model, test, names, task)
     metrics.update(split="test", blocks=count_test_blocks(test))
     return metrics
 
@@ -112,7 +112,7 @@ def finish_bundle(staging: Path, cfg: TrainConfig | TemporalConfig, config_recor
     bundle.add_artifact("keras", staging / "model.keras", "keras")
     bundle.add_artifact("samples", staging / SAMPLES, "npz",
                         details={"split": "test", "tiles": int(min(samples, len(test)))})
-    write_evaluation(metrics["test"], staging, bundle)
+    evaluate.write_evaluation(metrics["test"], staging, bundle)
     learning_curve_figure(record["history"], staging / f".tmp.{CURVES}", record.get("best_epoch"))
     bundle.add_artifact("learning_curve", staging / f".tmp.{CURVES}", "png", dest=CURVES)
     for scratch in (CHECKPOINTS, WORK):

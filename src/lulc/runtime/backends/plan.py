@@ -107,7 +107,7 @@ def resolve(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
     on_gpu = gpu_allowed and _ask(onnx_gpu, _cuda_onnx)
     artifact = onnx_artifact(bundle, precision, on_gpu)
     # what the artefact computes in is recorded with it (bundle.json version 2), not read from its name
-    return Plan("onnx", artifact, bundle.manifest.artifacts[artifact].details.precision or "fp32", on_gpu)
+    return Plan("onnx", artifact, bundle.manifest.artifacts[artifact].details.get("precision", "fp32"), on_gpu)
 
 
 def _ask(given: bool | None, probe: object) -> bool:

@@ -21,7 +21,6 @@ import numpy as np
 from lulc.runtime.backends import Session, check_model_shapes
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BackendUnavailable, LulcError
-from lulc.runtime.core.manifest import ArtifactDetails
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class EngineTarget:
         return f"model.{precision}.{self.slug}.engine"
 
 
-def check_compatible(recorded: ArtifactDetails | dict, here: EngineTarget, bundle_root: Path | str) -> None:
+def check_compatible(recorded: dict, here: EngineTarget, bundle_root: Path | str) -> None:
     """Refuse an engine built for another GPU model or TensorRT version."""
     mismatches = [f"{field} {recorded.get(field)!r}, here {value!r}"
                   for field, value in asdict(here).items() if recorded.get(field) != value]
@@ -109,7 +108,7 @@ class TrtSession(Session):
     """A TensorRT engine with pinned host and device buffers allocated once (copy, execute, copy)."""
     name = "trt"
 
-    def __init__(self, engine_path: Path, details: ArtifactDetails | dict, bundle_root: Path | str = "BUNDLE"):
+    def __init__(self, engine_path: Path, details: dict, bundle_root: Path | str = "BUNDLE"):
         trt, cudart = import_tensorrt()
         here = current_target()
         check_compatible(details, here, bundle_root)

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from lulc.runtime.core.errors import BundleError
-from lulc.runtime.core.manifest import Artifact, ArtifactDetails, Manifest
+from lulc.runtime.core.manifest import Artifact, Manifest
 from lulc.runtime.core.upgrade import upgrade
 
 MANIFEST = "bundle.json"
@@ -140,7 +140,7 @@ class Bundle:
             format=fmt,
             created=now_iso(),
             parity=parity,
-            details=ArtifactDetails.model_validate(details or {}),
+            details=details or {},
         )
         self.manifest.artifacts[name] = art
         self.save()

@@ -13,7 +13,7 @@ import math
 import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 2
 
@@ -105,34 +105,17 @@ class TileSpec(_Strict):
 
 
 class _Record(BaseModel):
-    """Typed fields the runtime reads, plus recorded fields it does not, kept as written.
-
-    Read like the dict it is in ``bundle.json`` (``record["config"]``, ``record.get(...)``);
-    typed fields that are unset are left out when written.
-    """
+    """The typed fields of an open record (artefact details, provenance): validated strictly,
+    while the fields the runtime does not read pass as they were recorded."""
 
     model_config = ConfigDict(extra="allow")
 
-    def get(self, key: str, default: Any = None) -> Any:
-        value = getattr(self, key) if key in type(self).model_fields else (self.model_extra or {}).get(key)
-        return default if value is None else value
 
-    def __getitem__(self, key: str) -> Any:
-        value = self.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        setattr(self, key, value)
-
-    def __contains__(self, key: str) -> bool:
-        return self.get(key) is not None
-
-    @model_serializer(mode="wrap")
-    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        return {k: v for k, v in data.items() if not (k in type(self).model_fields and v is None)}
+def _checked(record: type[_Record], value: Any) -> dict[str, Any]:
+    """``value`` as the plain dict it is in ``bundle.json``, once ``record`` accepted its types."""
+    checked = record.model_validate(value if value is not None else {})
+    typed = {k: v for k, v in checked.model_dump(include=set(type(checked).model_fields)).items() if v is not None}
+    return {**(checked.model_extra or {}), **typed}
 
 
 #: whole numbers as JSON numbers: "8" or 8.0 in a hand-edited manifest is an error, not a guess
@@ -144,7 +127,7 @@ class ArtifactDetails(_Record):
 
     precision: Literal["fp32", "fp16", "int8"] | None = None  # what the artefact computes in
     max_batch: PositiveInt | None = None  # TensorRT engines: the profile's largest batch
-    input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None  # TensorRT: (H, W, C)
+    input_shape: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)] | None = None  # TensorRT: [H, W, C]
     stride: PositiveInt | None = None  # scene stride models: px per class cell
     context_px: Annotated[int, Field(ge=0, le=1 << 14, strict=True)] | None = None  # stride models: tile margin
 
@@ -164,7 +147,12 @@ class Artifact(_Strict):
     format: str
     created: str
     parity: dict[str, Any] | None = None
-    details: ArtifactDetails = Field(default_factory=ArtifactDetails)
+    details: dict[str, Any] = Field(default_factory=dict)  # checked as ArtifactDetails
+
+    @field_validator("details", mode="before")
+    @classmethod
+    def _typed_details(cls, value: Any) -> dict[str, Any]:
+        return _checked(ArtifactDetails, value)
 
 
 class Manifest(_Strict):
@@ -178,7 +166,12 @@ class Manifest(_Strict):
     tile: TileSpec
     classes: list[ClassInfo] = Field(min_length=2)
     ignore_index: int = 255
-    provenance: Provenance = Field(default_factory=Provenance)
+    provenance: dict[str, Any] = Field(default_factory=dict)  # checked as Provenance
+
+    @field_validator("provenance", mode="before")
+    @classmethod
+    def _typed_provenance(cls, value: Any) -> dict[str, Any]:
+        return _checked(Provenance, value)
     artifacts: dict[str, Artifact] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -204,7 +197,7 @@ class Manifest(_Strict):
         """The classes as written maps code them: the label raster's own values where training
         recorded them (``provenance.label_values``) and they fit a byte map beside its nodata
         255, else the model's ids 0..K-1 (CORINE's 111..523 do not fit)."""
-        values = self.provenance.label_values
+        values = self.provenance.get("label_values")
         if values is None:
             return list(self.classes)
         fits = len(values) == len(self.classes) and len(set(values)) == len(values) and all(v < 255 for v in values)
