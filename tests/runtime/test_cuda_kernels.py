@@ -156,3 +156,24 @@ def test_uncertainty_equals_cpu():
         out_d = cuda.device_array(out.shape, np.uint8)
         cuda_kernels.uncertainty(cuda.to_device(acc), cuda.to_device(valid), out_d, measure, cuda.to_device(table))
         np.testing.assert_array_equal(out_d.copy_to_host(), out)
+
+
+def test_channels_first_pack_and_blend_equal_cpu():
+    rng = np.random.default_rng(6)
+    block = rng.normal(size=(3, 30, 30)).astype(np.float32)
+    valid = rng.uniform(size=(30, 30)) > 0.1
+    ys, xs = np.array([0, 14]), np.array([0, 14])
+    mean, inv_std = np.zeros(3, np.float32), np.ones(3, np.float32)
+    out, counts = np.empty((2, 3, 16, 16), np.float32), np.empty(2, np.int64)
+    kernels.pack_tiles_nchw(block, valid, ys, xs, mean, inv_std, out, counts)
+    out_d, counts_d = cuda.device_array(out.shape, np.float32), cuda.device_array(2, np.int64)
+    cuda_kernels.pack_tiles_nchw(cuda.to_device(block), cuda.to_device(valid), ys, xs, mean, inv_std, out_d, counts_d)
+    np.testing.assert_allclose(out_d.copy_to_host(), out, rtol=1e-6)
+    np.testing.assert_array_equal(counts_d.copy_to_host(), counts)
+    probs = rng.dirichlet(np.ones(3), (2, 16, 16)).astype(np.float32).transpose(0, 3, 1, 2).copy()
+    weight = blend_weights(16, 2)
+    acc = np.zeros((4, 30, 30), np.float32)
+    kernels.blend_accumulate_nchw(probs, ys, xs, weight, acc)
+    acc_d = cuda.to_device(np.zeros_like(acc))
+    cuda_kernels.blend_accumulate_nchw(cuda.to_device(probs), ys, xs, weight, acc_d)
+    np.testing.assert_allclose(acc_d.copy_to_host(), acc, rtol=1e-5, atol=1e-6)

@@ -140,3 +140,23 @@ def test_uncertainty_matches_reference(measure):
     kernels.uncertainty(acc, valid, out, kernels.MEASURES[measure], kernels.entropy_table(4))
     ref = reference.reference_uncertainty(acc.astype(np.float64), valid, measure)
     assert np.abs(out.astype(int) - ref).max() <= 1 and (out[~valid] == 255).all() and (out[:2, :2] == 255).all()
+
+
+def test_channels_first_pack_and_blend_match_their_references():
+    rng = np.random.default_rng(8)
+    block = rng.normal(size=(3, 40, 44)).astype(np.float32)
+    block[1, 5:9, 7:12] = np.nan  # nodata reads as NaN: packed as 0
+    valid = reference.reference_mask(block, 0.0, False)
+    ys, xs = np.array([0, 0, 20, 24]), np.array([0, 24, 8, 28])
+    mean, inv_std = rng.normal(size=3).astype(np.float32), (rng.random(3) + 0.5).astype(np.float32)
+    out, counts = np.empty((4, 3, 16, 16), np.float32), np.empty(4, np.int64)
+    kernels.pack_tiles_nchw(block, valid, ys, xs, mean, inv_std, out, counts)
+    ref_out, ref_counts = reference.reference_pack_nchw(block, valid, ys, xs, 16, mean, inv_std)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(counts, ref_counts)
+    probs = rng.dirichlet(np.ones(4), (4, 16, 16)).astype(np.float32).transpose(0, 3, 1, 2).copy()
+    weight = blend_weights(16, 4)
+    acc = np.zeros((5, 40, 44), np.float32)
+    kernels.blend_accumulate_nchw(probs, ys, xs, weight, acc)
+    np.testing.assert_allclose(acc, reference.reference_blend_nchw(probs, ys, xs, weight, acc.shape), rtol=1e-5,
+                               atol=1e-6)

