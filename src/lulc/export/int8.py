@@ -43,6 +43,7 @@ import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from lulc.export.layout import export_channels_first
 from lulc.export.parity import staging
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BundleError, LulcError, ParityError
@@ -308,4 +309,5 @@ def export_int8(bundle: Bundle) -> dict[str, dict]:
             shutil.copyfile(candidate, staged)
             bundle.add_artifact(ARTIFACT, staged, "onnx", parity=figures, details=details, dest=DEST)
     logger.info("%s parity: %s", ARTIFACT, figures)
-    return {ARTIFACT: figures}
+    twin = export_channels_first(bundle, ARTIFACT)
+    return {ARTIFACT: figures, **({f"{ARTIFACT}-nchw": twin} if twin else {})}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lulc.export.layout import export_channels_first
 from lulc.export.parity import compare, keras_reference, staging, verify_and_record
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import ParityError
@@ -102,6 +103,9 @@ def export_onnx(bundle: Bundle, opset: int = OPSET, fp16: bool = False, simplify
                    "simplified": simplify and simplify_if_faithful(staged, samples, reference)}
         results["onnx"] = verify_and_record(bundle, "onnx", staged, reference, run, "ONNX", fmt="onnx",
                                             dest="model.onnx", details=details, max_abs_diff=FP32_TOLERANCE)
+    twin = export_channels_first(bundle, "onnx") if bundle.manifest.task in ("segmentation", "scene") else None
+    if twin:
+        results["onnx-nchw"] = twin
     if fp16:
         with staging(bundle.root / ".model.fp16.onnx.partial") as staged:
             to_fp16(bundle.artifact_path("onnx"), staged)

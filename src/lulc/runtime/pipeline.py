@@ -51,7 +51,7 @@ class _Slot:
     # host NumPy or CUDA device arrays, where the session wants them
     raw: Any  # the same block where the kernels run (the host array itself on CPU)
     valid: Any  # (span, span) bool
-    packed: Any  # (tiles, T, T, C) float32 model input
+    packed: Any  # (tiles, T, T, C) float32 model input, or (tiles, C, T, T) channels first
     counts: Any  # valid pixels per tile
     acc: Any  # (K + 1, span, span) blended sums; all zero whenever the slot is free
 
@@ -84,7 +84,7 @@ class BlockRunner:
     def __init__(self, bundle: Bundle, session: Session, grid: TileGrid, opts: InferOptions, nodata: float | None, bands: int):
         m = bundle.manifest
         self.on_device = session.device_io
-        self.ops = block_ops(self.on_device, m, nodata)
+        self.ops = block_ops(self.on_device, m, nodata, session.layout)
         arrays = self.ops.arrays  # the buffers live where the session wants its input
         self.session = session
         self.grid = grid
@@ -103,7 +103,7 @@ class BlockRunner:
             host = np.empty((bands, span, span), np.float32)
             raw = arrays.empty(host.shape, np.float32) if self.on_device else host
             self.slots.append(_Slot(host, raw, arrays.empty((span, span), np.bool_),
-                                    arrays.empty((n, size, size, bands), np.float32), arrays.empty(n, np.int64),
+                                    arrays.empty(self.ops.tile_shape(n, size, bands), np.float32), arrays.empty(n, np.int64),
                                     arrays.zeros((self.k + 1, span, span), np.float32)))
         self.mean, self.inv_std = arrays.to_device(mean), arrays.to_device(inv_std)
         self.weight = arrays.to_device(blend_weights(size, ov, min(session.context_px, ov // 2)))
@@ -158,10 +158,10 @@ class BlockRunner:
         """Blend the block's model results (from :meth:`launch`), with the carried strips, into ``slot.acc``."""
         arrays, acc, ov = self.ops.arrays, slot.acc, self.grid.overlap
         for (a, b), probs in zip(*launched):
-            if probs.shape[1:] != (self.grid.size, self.grid.size, self.k):
+            if tuple(probs.shape[1:]) != self.ops.tile_shape(0, self.grid.size, self.k)[1:]:
                 raise BundleError(f"the model returned {tuple(probs.shape)} for {b - a} tiles of {self.grid.size} px, "
                                   f"expected {self.k} class channels (bundle.json lists {self.k} classes)")
-            arrays.blend_accumulate(probs, block.tile_ys[a:b], block.tile_xs[a:b], self.weight, acc)
+            self.ops.blend(probs, block.tile_ys[a:b], block.tile_xs[a:b], self.weight, acc)
             self.tiles_run += b - a
         if not ov:
             return

@@ -33,6 +33,8 @@ class Session:
     artifact: str = ""
     #: True: ``run`` takes and returns CUDA device arrays, so the block pipeline keeps its buffers on the GPU
     device_io: bool = False
+    #: the tiles ``run`` takes and the probabilities it returns: "nhwc", or "nchw" (channels first)
+    layout: str = "nhwc"
     #: tiles per model call the session wants (None: the runtime's default for the tile size)
     batch_size: int | None = None
     #: px from a tile edge within which the model sees the tile's zero padding instead of the
@@ -98,9 +100,10 @@ def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
     return session
 
 
-def check_model_shapes(bundle: Bundle, model: str, inputs: Sequence, outputs: Sequence) -> None:
-    """Refuse a model whose declared shapes do not fit the manifest: NHWC input with one
-    channel per manifest channel, NHWC output with one channel per class.
+def check_model_shapes(bundle: Bundle, model: str, inputs: Sequence, outputs: Sequence, layout: str = "nhwc") -> None:
+    """Refuse a model whose declared shapes do not fit the manifest: NHWC (or, for a
+    channels-first twin, NCHW) input with one channel per manifest channel, and output with
+    one channel per class.
 
     Dimensions the model leaves open (None, -1 or a symbolic name) are not judged here.
     """
@@ -111,7 +114,8 @@ def check_model_shapes(bundle: Bundle, model: str, inputs: Sequence, outputs: Se
             raise BundleError(
                 f"{model} in {bundle.root} has a rank-{len(shape)} {role} {_show(shape)}; lulc-infer needs rank 4 "
                 "(tiles, height, width, channels): export a per-pixel model from this bundle")
-    got_in, got_out = inputs[-1], outputs[-1]
+    axis = 1 if layout == "nchw" else -1
+    got_in, got_out = inputs[axis], outputs[axis]
     if _known(got_in) and got_in != want_in:
         raise BundleError(f"{model} takes {got_in} input channels but {bundle.root}'s manifest lists {want_in} "
                           f"({', '.join(m.input.channels)}); the model and its bundle.json do not belong together")

@@ -10,6 +10,9 @@ model's map.
   the same classes (one line otherwise). Tiles are packed with the first bundle's
   normalisation; a member trained with other statistics gets its own (an affine map per
   channel; padding and nodata pixels stay 0, as its own run would feed them).
+Tiles reach every member in its own layout (channels last or first), converted where a
+member's differs from the first's.
+
 * **TTA** (``--tta flips|d4``): the model runs on the tile flipped (identity, left-right,
   up-down, both) or on all eight symmetries of the square (D4: rotations by 90° and their
   mirror images); each output is turned back and the probabilities are averaged.
@@ -31,6 +34,10 @@ TTA_MODES = ("flips", "d4")
 Transform = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
 
 
+#: (height axis, width axis) of a batch of tiles in each layout
+SPATIAL = {"nhwc": (1, 2), "nchw": (2, 3)}
+
+
 def _flip(axes: tuple[int, ...]) -> Transform:
     def there(x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.flip(x, axes)) if axes else x
@@ -38,26 +45,36 @@ def _flip(axes: tuple[int, ...]) -> Transform:
     return there, there  # a flip is its own inverse
 
 
-def _rotate(k: int, then_flip: bool) -> Transform:
-    """Rotate the tiles (NHWC) by k × 90°, then mirror left-right; back: undo in reverse."""
+def _rotate(k: int, then_flip: bool, h: int, w: int) -> Transform:
+    """Rotate the tiles by k × 90°, then mirror left-right; back: undo in reverse."""
     def there(x: np.ndarray) -> np.ndarray:
-        y = np.rot90(x, k, axes=(1, 2))
-        return np.ascontiguousarray(np.flip(y, 2) if then_flip else y)
+        y = np.rot90(x, k, axes=(h, w))
+        return np.ascontiguousarray(np.flip(y, w) if then_flip else y)
 
     def back(y: np.ndarray) -> np.ndarray:
-        y = np.flip(y, 2) if then_flip else y
-        return np.ascontiguousarray(np.rot90(y, -k, axes=(1, 2)))
+        y = np.flip(y, w) if then_flip else y
+        return np.ascontiguousarray(np.rot90(y, -k, axes=(h, w)))
 
     return there, back
 
 
-def transforms(mode: str) -> list[Transform]:
-    """The tile transforms of ``--tta mode`` (the identity first)."""
+def transforms(mode: str, layout: str = "nhwc") -> list[Transform]:
+    """The tile transforms of ``--tta mode`` (the identity first) for tiles in ``layout``."""
+    h, w = SPATIAL[layout]
     if mode == "flips":
-        return [_flip(axes) for axes in ((), (2,), (1,), (1, 2))]
+        return [_flip(axes) for axes in ((), (w,), (h,), (h, w))]
     if mode == "d4":
-        return [_rotate(k, mirror) for mirror in (False, True) for k in range(4)]
+        return [_rotate(k, mirror, h, w) for mirror in (False, True) for k in range(4)]
     raise SettingError("--tta", f"must be one of {', '.join(TTA_MODES)}, not {mode}")
+
+
+def _relayout(frm: str, to: str) -> Transform:
+    """Tiles (and probabilities) from layout ``frm`` to ``to`` and back (identity when equal)."""
+    if frm == to:
+        return _flip(())
+    there = (0, 2, 3, 1) if frm == "nchw" else (0, 3, 1, 2)
+    back = (0, 3, 1, 2) if frm == "nchw" else (0, 2, 3, 1)
+    return (lambda x: np.ascontiguousarray(x.transpose(there)), lambda y: np.ascontiguousarray(y.transpose(back)))
 
 
 class _Averaged:
@@ -88,7 +105,7 @@ class Combined(Session):
         if any(s.device_io for s, _, _ in runs):
             raise SettingError(None, "ensembles and --tta run with host buffers: add --device cpu")
         self.runs, self._identity = runs, identity
-        self.name, self.device, self.precision = first.name, first.device, first.precision
+        self.name, self.device, self.precision, self.layout = first.name, first.device, first.precision, first.layout
         self.batch_size, self.context_px = first.batch_size, first.context_px
 
     def identity(self) -> dict:
@@ -109,16 +126,19 @@ class Combined(Session):
         return _Averaged(iter(ordered), [back for _, _, back in self.runs])
 
 
-def _renormalise(first: Bundle, member: Bundle) -> Callable[[np.ndarray], np.ndarray]:
+def _renormalise(first: Bundle, member: Bundle, layout: str) -> Callable[[np.ndarray], np.ndarray]:
     """Tiles packed with ``first``'s statistics, as ``member`` would have packed them."""
     a_mean, a_std = (np.asarray(v, np.float64) for v in (first.manifest.normalization.mean, first.manifest.normalization.std))
     b_mean, b_std = (np.asarray(v, np.float64) for v in (member.manifest.normalization.mean, member.manifest.normalization.std))
     if np.array_equal(a_mean, b_mean) and np.array_equal(a_std, b_std):
         return lambda x: x
-    scale, shift = (a_std / b_std).astype(np.float32), ((a_mean - b_mean) / b_std).astype(np.float32)
+    axis = 1 if layout == "nchw" else -1
+    shape = (1, -1, 1, 1) if axis == 1 else (-1,)
+    scale = (a_std / b_std).astype(np.float32).reshape(shape)
+    shift = ((a_mean - b_mean) / b_std).astype(np.float32).reshape(shape)
 
     def there(x: np.ndarray) -> np.ndarray:
-        empty = (x == 0).all(axis=-1, keepdims=True)  # padding and nodata pixels: 0 for every model
+        empty = (x == 0).all(axis=axis, keepdims=True)  # padding and nodata pixels: 0 for every model
         return np.where(empty, 0.0, x * scale + shift).astype(np.float32)
 
     return there
@@ -146,11 +166,13 @@ def combine(first: Bundle, session: Session, members: list[tuple[Bundle, Session
     if not members and not tta:
         return session
     check_members(first, [b for b, _ in members])
-    views = transforms(tta) if tta else [_flip(())]
+    layout = session.layout  # the pipeline packs for the first model; other layouts are converted
+    views = transforms(tta, layout) if tta else [_flip(())]
     runs = []
     for bundle, s in [(first, session), *members]:
-        norm = _renormalise(first, bundle)
-        runs += [(s, _chain(norm, forward), back) for forward, back in views]
+        norm = _renormalise(first, bundle, layout)
+        to_member, from_member = _relayout(layout, s.layout)
+        runs += [(s, _chain(_chain(norm, forward), to_member), _chain(from_member, back)) for forward, back in views]
     identity = {"members": [session_identity(b, s) for b, s in [(first, session), *members]], "tta": tta}
     return Combined(runs, identity, session)
 

@@ -87,6 +87,7 @@ class OrtSession(Session):
                  device: str = "auto", cores: int | None = None, precision: str = "fp32"):
         path = bundle.artifact_path(artifact)
         self.precision = precision  # the plan's (lulc.runtime.backends.plan), never guessed from a name
+        self.layout = bundle.manifest.artifacts[artifact].details.get("layout", "nhwc")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle onnxruntime threads spin by default; that steals the cores our reader and
@@ -105,7 +106,8 @@ class OrtSession(Session):
         if device == "cuda" and self.device != CUDA:
             raise BackendUnavailable(f"--device cuda: onnxruntime could not start its CUDA provider here (it runs on "
                                      f"{self.device}); check the CUDA libraries and nvidia-smi, or use --device cpu")
-        check_model_shapes(bundle, path.name, self.session.get_inputs()[0].shape, self.session.get_outputs()[0].shape)
+        check_model_shapes(bundle, path.name, self.session.get_inputs()[0].shape, self.session.get_outputs()[0].shape,
+                           self.layout)
         self.device_io = self.device == CUDA
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name

@@ -106,6 +106,8 @@ def resolve(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
         return Plan("keras", "keras", "fp32", gpu_allowed)
     on_gpu = gpu_allowed and _ask(onnx_gpu, _cuda_onnx)
     artifact = onnx_artifact(bundle, precision, on_gpu)
+    if bundle.has(f"{artifact}-nchw"):  # the same model without its layout transposes (export/layout.py)
+        artifact = f"{artifact}-nchw"
     # what the artefact computes in is recorded with it (bundle.json version 2), not read from its name
     return Plan("onnx", artifact, bundle.manifest.artifacts[artifact].details.get("precision", "fp32"), on_gpu)
 

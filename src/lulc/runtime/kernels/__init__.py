@@ -40,14 +40,19 @@ class BlockOps:
     blending, finalising) and :meth:`mask` / :meth:`pack` bound to the input's nodata and to
     the bundle's masking rule."""
 
-    def __init__(self, arrays: ModuleType, manifest: Manifest, nodata: float | None):
+    def __init__(self, arrays: ModuleType, manifest: Manifest, nodata: float | None, layout: str = "nhwc"):
         self.arrays = arrays
+        #: the model's tile layout: "nhwc", or "nchw" (channels first: no transposes in or out of
+        #: the model, and packing and blending run along contiguous rows)
+        self.layout = layout
         self.nodata = np.nan if nodata is None else float(nodata)
         self.use_nodata = nodata is not None
         steps = manifest.input.time_steps
         self.bands_per_date = len(manifest.input.channels) // steps if steps and steps > 1 else None
         if self.bands_per_date and arrays.__name__.endswith(".cuda"):
             raise BackendUnavailable("time-series bundles run with host (CPU) buffers; use --device cpu")
+        if self.bands_per_date and layout != "nhwc":
+            raise BackendUnavailable("time-series models take channels-last tiles")
 
     def mask(self, block: Array, valid: Array) -> None:
         """valid (H, W) from the raw block (C, H, W): False where the pixel has no usable data."""
@@ -60,22 +65,37 @@ class BlockOps:
 
     def pack(self, block: Array, valid: Array, ys: np.ndarray, xs: np.ndarray, mean: np.ndarray, inv_std: np.ndarray,
              out: Array, counts: Array) -> None:
-        """Normalised model tiles (N, T, T, C) and valid pixels per tile, from the masked block."""
+        """Normalised model tiles (N, T, T, C; N, C, T, T channels first) and valid pixels per
+        tile, from the masked block."""
         if self.bands_per_date:
             from lulc.runtime.kernels.temporal import pack_dates
 
             pack_dates(block, valid, ys, xs, mean, inv_std, out, counts, self.bands_per_date, self.nodata,
                        self.use_nodata)
+        elif self.layout == "nchw":
+            self.arrays.pack_tiles_nchw(block, valid, ys, xs, mean, inv_std, out, counts)
         else:
             self.arrays.pack_tiles(block, valid, ys, xs, mean, inv_std, out, counts)
 
+    def blend(self, probs: Array, ys: np.ndarray, xs: np.ndarray, weight: Array, acc: Array) -> None:
+        """Add a batch's weighted tile probabilities (in the model's layout) into ``acc``."""
+        if self.layout == "nchw":
+            self.arrays.blend_accumulate_nchw(probs, ys, xs, weight, acc)
+        else:
+            self.arrays.blend_accumulate(probs, ys, xs, weight, acc)
 
-def block_ops(on_device: bool, manifest: Manifest, nodata: float | None) -> BlockOps:
-    """The kernels for a run whose block buffers live on the GPU (``on_device``) or the host."""
+    def tile_shape(self, n: int, size: int, channels: int) -> tuple[int, int, int, int]:
+        """The packed buffer's shape for ``n`` tiles."""
+        return (n, channels, size, size) if self.layout == "nchw" else (n, size, size, channels)
+
+
+def block_ops(on_device: bool, manifest: Manifest, nodata: float | None, layout: str = "nhwc") -> BlockOps:
+    """The kernels for a run whose block buffers live on the GPU (``on_device``) or the host,
+    for a model that takes ``layout`` tiles."""
     if on_device:
         from lulc.runtime.kernels import cuda
 
-        return BlockOps(cuda, manifest, nodata)
+        return BlockOps(cuda, manifest, nodata, layout)
     from lulc.runtime.kernels import cpu
 
-    return BlockOps(cpu, manifest, nodata)
+    return BlockOps(cpu, manifest, nodata, layout)
