@@ -30,7 +30,7 @@ def test_fp16_variant_is_gated_recorded_and_runs(bundle_copy, monkeypatch):
     monkeypatch.setattr(onnx_export, "FP16_AGREEMENT", 0.98)
     bundle = Bundle.load(bundle_copy)
     results = onnx_export.export_onnx(bundle, fp16=True)
-    assert set(results) == {"onnx", "onnx-fp16"}
+    assert set(results) == {"onnx", "onnx-nchw", "onnx-fp16"}
     half = Bundle.load(bundle_copy).manifest.artifacts["onnx-fp16"]
     assert half.path == "model.fp16.onnx" and half.details["precision"] == "fp16"
     assert half.parity["argmax_agreement"] >= half.parity["min_agreement"] == 0.98

@@ -128,3 +128,58 @@ def test_missing_training_data_is_one_line(copy):
     with pytest.raises(BundleError) as err:
         int8.export_int8(Bundle.load(copy))
     assert "re-reads the training data recorded in" in str(err.value) and "\n" not in str(err.value)
+
+
+def quantized_convolutions(path) -> tuple[int, int]:
+    """(convolutions whose weights come through an int8 DequantizeLinear, all convolutions)."""
+    model = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    dequantized = {n.output[0] for n in model.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].dtype == np.int8}
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    return sum(n.input[1] in dequantized for n in convs), len(convs)
+
+
+def test_qat_keeps_every_convolution_int8_and_passes_the_gate_against_the_bundles_fp32(copy):
+    result = CliRunner().invoke(main, ["export", "--target", "onnx", "--int8", "--qat", "2", str(copy)])
+    assert result.exit_code == 0, result.output
+    bundle = Bundle.load(copy)
+    art = bundle.manifest.artifacts["onnx-int8"]
+    assert art.details["method"] == "qat" and art.details["qat"]["epochs"] == 2 and art.details["float_nodes"] == []
+    assert art.details["qat"]["split"] == "train" and art.details["qat"]["tiles"] == 72
+    int8_convs, convs = quantized_convolutions(copy / "model.int8.onnx")
+    assert convs == 13 and int8_convs == convs
+    # judged like a post-training model: the test split against the bundle's own fp32 ONNX,
+    # re-measured here from the files
+    test = int8.recorded_splits(bundle)["test"]
+    test.ref = int8.probabilities(copy / "model.onnx", test.x)
+    figures = int8.measure(test, int8.probabilities(copy / "model.int8.onnx", test.x), "segmentation", 255)
+    assert figures["argmax_agreement"] >= int8.AGREEMENT and figures["accuracy_drop"] <= int8.MAX_ACCURACY_DROP
+    assert figures["argmax_agreement"] == art.parity["argmax_agreement"]
+
+
+def test_qat_that_misses_the_gate_falls_back_to_the_post_training_search(copy, monkeypatch):
+    from lulc.export import qat
+
+    monkeypatch.setattr(qat, "LEARNING_RATE", 10.0)  # fine-tuning that wrecks the weights
+    result = CliRunner().invoke(main, ["export", "--target", "onnx", "--int8", "--qat", "1", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert "warning: the QAT int8 model missed the gate; using the post-training search" in result.output
+    art = Bundle.load(copy).manifest.artifacts["onnx-int8"]
+    assert art.details["method"] == "post-training" and "qat" not in art.details
+    assert art.parity["argmax_agreement"] >= int8.AGREEMENT
+
+
+def test_qat_needs_int8(copy):
+    result = CliRunner().invoke(main, ["export", "--target", "onnx", "--qat", "2", str(copy)])
+    assert result.exit_code == 2 and "--qat fine-tunes the --int8 model: add --int8" in result.output
+
+
+def test_timings_that_make_every_node_look_faster_in_float_still_give_an_int8_model(copy, monkeypatch):
+    # a busy machine: every node timed faster in float, the later ones the most
+    monkeypatch.setattr(int8, "float_costs", lambda q, p, probe: (1.0, {n: -0.5 - 0.01 * i for i, n in enumerate(q.nodes)}))
+    int8.export_int8(Bundle.load(copy))
+    details = Bundle.load(copy).manifest.artifacts["onnx-int8"].details
+    nodes = int8.Quantizer(copy / "model.onnx", copy.parent).nodes
+    assert sorted(details["float_for_speed"]) == sorted(nodes[-6:]) and details["float_for_agreement"] == []
+    assert details["quantized_nodes"] == 7 and quantized_convolutions(copy / "model.int8.onnx") == (7, 13)

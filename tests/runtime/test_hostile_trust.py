@@ -155,15 +155,15 @@ def killed_after_rows(args: tuple, out: Path, rows: int = 2) -> None:
     assert not out.exists() and rows_recorded(out) >= rows
 
 
-def swapped_classes(src: Path, dst: Path, axis: int = 3) -> None:
-    """An ONNX model that outputs ``src``'s probabilities with the classes (on ``axis``)
-    rotated: another model with the same shapes, whose map differs almost everywhere."""
+def swapped_classes(src: Path, dst: Path) -> None:
+    """An ONNX model that outputs ``src``'s probabilities with the classes rotated: another
+    model with the same shapes, whose map differs from the original almost everywhere."""
     model = onnx.load(str(src))
     out = model.graph.output[0].name
     for node in model.graph.node:
         node.output[:] = [f"{out}_unrotated" if name == out else name for name in node.output]
     model.graph.initializer.append(numpy_helper.from_array(np.array([1, 2, 0], np.int64), "rotation"))
-    model.graph.node.append(helper.make_node("Gather", [f"{out}_unrotated", "rotation"], [out], axis=axis))
+    model.graph.node.append(helper.make_node("Gather", [f"{out}_unrotated", "rotation"], [out], axis=3))
     onnx.save(model, str(dst))
 
 
@@ -174,12 +174,9 @@ def add_onnx_artifact(bundle: Path, name: str, file: str, precision: str) -> Non
 
 
 def replace_model(bundle: Path) -> None:
-    """The fp32 model that runs is replaced (its channels-first twin where the export wrote one)."""
+    swapped_classes(bundle / "model.onnx", bundle / "model.onnx")
     manifest = json.loads((bundle / "bundle.json").read_text())
-    name = "onnx-nchw" if "onnx-nchw" in manifest["artifacts"] else "onnx"
-    path = bundle / manifest["artifacts"][name]["path"]
-    swapped_classes(path, path, axis=1 if name == "onnx-nchw" else 3)
-    manifest["artifacts"][name]["sha256"] = sha256sum(path)
+    manifest["artifacts"]["onnx"]["sha256"] = sha256sum(bundle / "model.onnx")
     (bundle / "bundle.json").write_text(json.dumps(manifest))
 
 

@@ -17,6 +17,10 @@ TARGETS = ("onnx", "trt", "tfjs")
 @click.option("--int8", is_flag=True,
               help="Also write model.int8.onnx: calibrated on the training split, gated on the test split "
                    "(re-read from the training inputs recorded in the bundle).")
+@click.option("--qat", type=click.IntRange(1), metavar="EPOCHS",
+              help="With --int8: first fine-tune EPOCHS epochs with int8 rounding in the forward pass "
+                   "(quantisation-aware) and quantise every convolution; if that misses the gate, fall back "
+                   "to the post-training search.")
 @click.option("--scene-stride", "strides", type=click.IntRange(1), multiple=True, metavar="N",
               help="Scene bundles: also write model.strideN.onnx, a class per N px cell for `lulc-infer "
                    "--scene-stride N` (repeatable; gated against the model run window by window).")
@@ -25,18 +29,20 @@ TARGETS = ("onnx", "trt", "tfjs")
 @click.option("--max-batch", type=click.IntRange(1), default=8, show_default=True,
               help="Largest batch the TensorRT engine accepts (match lulc-infer --batch-size).")
 @handle_errors
-def export(bundle, target, opset, fp16, int8, strides, precision, max_batch):
+def export(bundle, target, opset, fp16, int8, qat, strides, precision, max_batch):
     """Export the Keras model of BUNDLE, verified against Keras before it is written."""
     from lulc.runtime.core.bundle import Bundle
     from lulc.runtime.core.errors import BackendUnavailable
 
+    if qat and not int8:
+        raise click.UsageError("--qat fine-tunes the --int8 model: add --int8")
     for flag, used in (("--int8", int8), ("--scene-stride", strides)):
         if used and target not in ("onnx", "all"):
             raise click.UsageError(f"{flag} writes an ONNX model: use it with --target onnx or all")
     b = Bundle.load(bundle)
     for name in TARGETS if target == "all" else (target,):
         try:
-            results = _run_target(b, name, opset, fp16, int8, strides, precision, max_batch)
+            results = _run_target(b, name, opset, fp16, (qat or True) if int8 else False, strides, precision, max_batch)
         except BackendUnavailable as exc:
             if target != "all" or name != "trt":
                 raise
@@ -49,7 +55,7 @@ def export(bundle, target, opset, fp16, int8, strides, precision, max_batch):
                        f"{fig['argmax_agreement']:.4%}{accuracy} -> {b.root / b.manifest.artifacts[artifact].path}")
 
 
-def _run_target(b, name: str, opset: int, fp16: bool, int8: bool, strides: tuple[int, ...], precision: str,
+def _run_target(b, name: str, opset: int, fp16: bool, int8: bool | int, strides: tuple[int, ...], precision: str,
                 max_batch: int) -> dict[str, dict]:
     if name == "onnx":
         from lulc.export.onnx import export_onnx
@@ -60,10 +66,8 @@ def _run_target(b, name: str, opset: int, fp16: bool, int8: bool, strides: tuple
             for stride in strides:
                 check_scene_bundle(b, stride)
         results = export_onnx(b, opset=opset, fp16=fp16)
-        if int8:
-            from lulc.export.int8 import export_int8
-
-            results.update(export_int8(b))
+        if int8:  # True, or the --qat epochs
+            results.update(_int8(b, int8))
         for stride in strides:
             from lulc.export.scene_stride import export_scene_stride
 
@@ -76,3 +80,17 @@ def _run_target(b, name: str, opset: int, fp16: bool, int8: bool, strides: tuple
     from lulc.export.trt import export_trt
 
     return export_trt(b, precision=precision, max_batch=max_batch, opset=opset)
+
+
+def _int8(b, qat: bool | int) -> dict[str, dict]:
+    """Quantisation-aware first when asked (``qat`` epochs), post-training if that misses the gate."""
+    from lulc.export.int8 import export_int8
+
+    if qat is not True:
+        from lulc.export.qat import export_qat
+
+        made = export_qat(b, int(qat))
+        if made:
+            return made
+        click.echo("warning: the QAT int8 model missed the gate; using the post-training search", err=True)
+    return export_int8(b)

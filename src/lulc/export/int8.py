@@ -242,11 +242,13 @@ def select(q: Quantizer, percentiles: tuple[float, ...], calibration: np.ndarray
     logger.info("int8 val agreement per clipping percentile: %s", {p: f["argmax_agreement"] for p, f in tried.items()})
     base, cost = float_costs(q, best, probe)
     noise = TIMING_NOISE * base
-    speed = [n for n in q.nodes if cost[n] < -noise]
+    # at most MAX_FLOAT_SHARE, fastest-in-float first: on a busy machine every timing can look
+    # "faster in float", and an "int8" model must not come out with no int8 node
+    speed = sorted((n for n in q.nodes if cost[n] < -noise), key=cost.get)[: int(MAX_FLOAT_SHARE * len(q.nodes))]
     figures, chosen = on_val(q.quantize(best, exclude=speed)) if speed else tried[str(best)], []
     if not passes(figures, SELECTION_MARGIN):
         loss = {n: 1 - on_val(q.quantize(best, only=[n]))["argmax_agreement"] for n in q.nodes if n not in speed}
-        ranked = sorted(loss, key=lambda n: -loss[n] / max(cost[n], noise))[: int(MAX_FLOAT_SHARE * len(q.nodes))]
+        ranked = sorted(loss, key=lambda n: -loss[n] / max(cost[n], noise))[: int(MAX_FLOAT_SHARE * len(q.nodes)) - len(speed)]
         logger.info("int8 per node on val: agreement lost, float cost (ms): %s",
                     {n: (round(loss[n], 5), round(1e3 * cost[n], 1)) for n in ranked})
         for node in ranked:
@@ -271,8 +273,40 @@ def refusal(figures: dict, floats: int, total: int) -> str:
             f"{-100 * MAX_ACCURACY_DROP:.1f} pp), with {floats} of {total} quantisable nodes kept in float; nothing written")
 
 
+def speed_probe(seed: int, tile: int, channels: int) -> np.ndarray:
+    """The random batch int8 and fp32 are timed on (two tiles of at most 512 px)."""
+    size = min(tile, 512)
+    return np.random.default_rng(seed).normal(size=(2, size, size, channels)).astype(np.float32)
+
+
+def quantization_details(src: Path, candidate: Path, calibration: np.ndarray, percentile: float, seed: int,
+                         tried: dict[str, float], probe: np.ndarray) -> dict:
+    """What the manifest records of any int8 model: its Q/DQ scheme, calibration and speed."""
+    return {
+        "precision": "int8", "format": "QDQ", "source": "onnx", "weights": "int8 symmetric per-channel",
+        "activations": "int8 symmetric per-tensor (zero point 0)", "biases": "float", "tensorrt_compatible": True,
+        "calibration": {"method": "percentile", "percentile": percentile, "split": "train",
+                        "tiles": int(len(calibration)), "tile_px": int(calibration.shape[1]), "seed": seed,
+                        "val_agreement_per_percentile": tried},
+        "speed_vs_fp32": round(seconds(src, probe) / seconds(candidate, probe), 3),
+        "speed_probe": f"one thread, {' x '.join(map(str, probe.shape[:3]))} px, fastest of 5",
+        "onnxruntime": ort.__version__,
+    }
+
+
+def record(bundle: Bundle, candidate: Path, figures: dict, details: dict) -> dict[str, dict]:
+    """Record a gated ``candidate`` as ``onnx-int8`` (and its channels-first twin)."""
+    figures.update(split="test", min_agreement=AGREEMENT, max_accuracy_drop=MAX_ACCURACY_DROP)
+    with staging(bundle.root / f".{DEST}.partial") as staged:
+        shutil.copyfile(candidate, staged)
+        bundle.add_artifact(ARTIFACT, staged, "onnx", parity=figures, details=details, dest=DEST)
+    logger.info("%s parity: %s", ARTIFACT, figures)
+    twin = export_channels_first(bundle, ARTIFACT)
+    return {ARTIFACT: figures, **({f"{ARTIFACT}-nchw": twin} if twin else {})}
+
+
 def export_int8(bundle: Bundle) -> dict[str, dict]:
-    """Calibrate, choose and gate an int8 ONNX, then record it as ``onnx-int8``."""
+    """Calibrate, choose and gate an int8 ONNX (post-training), then record it as ``onnx-int8``."""
     src = bundle.artifact_path("onnx")
     m = bundle.manifest
     seed = int(m.provenance.get("config", {}).get("seed", 0))
@@ -283,31 +317,15 @@ def export_int8(bundle: Bundle) -> dict[str, dict]:
     calibration = calibration_tiles(splits["train"], seed)
     with tempfile.TemporaryDirectory(prefix="lulc-int8-") as tmp:
         q = Quantizer(src, Path(tmp))
-        size = min(m.tile.size, 512)
-        probe = np.random.default_rng(seed).normal(size=(2, size, size, calibration.shape[-1])).astype(np.float32)
+        probe = speed_probe(seed, m.tile.size, calibration.shape[-1])
         percentile, why, val_figures, tried = select(q, PERCENTILES, calibration, val, m.task, m.ignore_index, probe)
         floats = why["speed"] + why["agreement"]
         candidate = q.quantize(percentile, exclude=floats)
         figures = measure(test, probabilities(candidate, test.x), m.task, m.ignore_index)
         if not passes(figures):
             raise ParityError(refusal(figures, len(floats), len(q.nodes)))
-        figures.update(split="test", min_agreement=AGREEMENT, max_accuracy_drop=MAX_ACCURACY_DROP)
-        details = {
-            "precision": "int8", "format": "QDQ", "source": "onnx", "weights": "int8 symmetric per-channel",
-            "activations": "int8 symmetric per-tensor (zero point 0)", "biases": "float", "tensorrt_compatible": True,
-            "calibration": {"method": "percentile", "percentile": percentile, "split": "train",
-                            "tiles": int(len(calibration)), "tile_px": int(calibration.shape[1]), "seed": seed,
-                            "val_agreement_per_percentile": tried},
-            "float_nodes": floats, "float_for_speed": why["speed"], "float_for_agreement": why["agreement"],
-            "quantized_nodes": len(q.nodes) - len(floats),
-            "speed_vs_fp32": round(seconds(src, probe) / seconds(candidate, probe), 3),
-            "speed_probe": f"one thread, 2 x {size} x {size} px, fastest of 5",
-            "selection": {"split": "val", **{k: val_figures[k] for k in ("argmax_agreement", "accuracy_drop")}},
-            "onnxruntime": ort.__version__,
-        }
-        with staging(bundle.root / f".{DEST}.partial") as staged:
-            shutil.copyfile(candidate, staged)
-            bundle.add_artifact(ARTIFACT, staged, "onnx", parity=figures, details=details, dest=DEST)
-    logger.info("%s parity: %s", ARTIFACT, figures)
-    twin = export_channels_first(bundle, ARTIFACT)
-    return {ARTIFACT: figures, **({f"{ARTIFACT}-nchw": twin} if twin else {})}
+        details = quantization_details(src, candidate, calibration, percentile, seed, tried, probe)
+        details.update(method="post-training", float_nodes=floats, float_for_speed=why["speed"],
+                       float_for_agreement=why["agreement"], quantized_nodes=len(q.nodes) - len(floats),
+                       selection={"split": "val", **{k: val_figures[k] for k in ("argmax_agreement", "accuracy_drop")}})
+        return record(bundle, candidate, figures, details)

@@ -9,8 +9,10 @@ alone ran 2.6-6 % faster, channels-first packing 2.2x and blending 2.4x faster t
 
 The twin is written beside the model it comes from (``model.onnx`` -> ``model.nchw.onnx``,
 artefact ``onnx`` -> ``onnx-nchw``) and gated like any artefact: on the bundle's sample tiles it
-must give the same probabilities (it computes the same numbers, so the limit is 1e-6). The
-channels-last model stays for every other consumer (the browser page, TensorRT, parity tools).
+must give the same probabilities (it computes the same numbers, so the limit is 1e-6). It
+records its source's checksum: the runtime runs the twin only while the source is the very
+model it was made from (a replaced ``model.onnx`` runs as itself). The channels-last model
+stays for every other consumer (the browser page, TensorRT, parity tools).
 """
 from __future__ import annotations
 
@@ -101,6 +103,7 @@ def export_channels_first(bundle: Bundle, source: str) -> dict | None:
                               "nothing written")
         figures = {"max_abs_diff": diff, "argmax_agreement": float((got.argmax(-1) == expected.argmax(-1)).mean()),
                    "tiles": len(samples), "reference": source}
-        details = {**bundle.manifest.artifacts[source].details, "layout": "nchw", "derived_from": source}
+        details = {**bundle.manifest.artifacts[source].details, "layout": "nchw", "derived_from": source,
+                   "source_sha256": bundle.manifest.artifacts[source].sha256}
         bundle.add_artifact(name, staged, "onnx", parity=figures, details=details, dest=dest)
     return figures

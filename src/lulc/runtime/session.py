@@ -13,7 +13,8 @@ def open_session(bundle: Bundle, opts: InferOptions, cores: int | None) -> Sessi
     """The bundle's model on ``opts``' backend, device and precision, with ``cores`` CPU
     threads, combined with the ``--ensemble`` members and ``--tta``."""
     def one(b: Bundle) -> Session:
-        return prepare(b, opts.backend, opts.device, opts.precision, cores=cores, scene_stride=opts.scene_stride)
+        return prepare(b, opts.backend, opts.device, opts.precision, cores=cores, scene_stride=opts.scene_stride,
+                       channels_first=True)  # the block pipeline packs either layout
 
     members = [Bundle.load(path) for path in opts.ensemble]
     check_members(bundle, members)

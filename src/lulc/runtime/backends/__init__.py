@@ -67,7 +67,7 @@ def run_all(session: Session, batches: Iterable) -> Iterator:
 
 
 def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precision: str = "auto",
-            cores: int | None = None, scene_stride: int | None = None) -> Session:
+            cores: int | None = None, scene_stride: int | None = None, channels_first: bool = False) -> Session:
     """Open the bundle's model as :func:`~lulc.runtime.backends.plan.resolve` plans it for
     ``backend``, ``device`` (cpu, cuda or auto) and ``precision``.
 
@@ -75,11 +75,12 @@ def prepare(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
     cannot reach a GPU an error, never a CPU run; the session's ``precision`` and ``artifact``
     are the plan's. ``cores``: the CPU threads the model may use (default: all this process may
     run on; a Dask worker gives its own share). ``scene_stride``: a scene bundle's model at one
-    class per N px (its exported ONNX, fp32).
+    class per N px (its exported ONNX, fp32). ``channels_first``: the caller feeds either
+    layout, so a channels-first twin may run (the session's ``layout`` says which).
     """
     from lulc.runtime.backends.plan import resolve
 
-    plan = resolve(bundle, backend, device, precision, scene_stride)
+    plan = resolve(bundle, backend, device, precision, scene_stride, channels_first=channels_first)
     if backend == "auto":
         logger.info("backend auto -> %s (device %s)", plan.backend, device)
     if plan.backend == "keras":

@@ -80,10 +80,12 @@ def _cuda_onnx() -> bool:
 
 def resolve(bundle: Bundle, backend: str = "auto", device: str = "auto", precision: str = "auto",
             scene_stride: int | None = None, *, onnx_gpu: bool | None = None,
-            engine_usable: bool | None = None) -> Plan:
+            engine_usable: bool | None = None, channels_first: bool = False) -> Plan:
     """The plan for these settings. ``onnx_gpu`` (onnxruntime has CUDA here) and
     ``engine_usable`` (the bundle's TensorRT engine runs on this GPU) are asked of the
-    installed engines when not given, the engine only where a GPU may be used."""
+    installed engines when not given, the engine only where a GPU may be used.
+    ``channels_first``: the caller packs either layout (the block pipeline), so an ONNX
+    model's channels-first twin runs where the export wrote one."""
     _choice(backend, BACKENDS, "--backend")
     _choice(device, DEVICES, "--device")
     _choice(precision, PRECISIONS, "--precision")
@@ -106,10 +108,20 @@ def resolve(bundle: Bundle, backend: str = "auto", device: str = "auto", precisi
         return Plan("keras", "keras", "fp32", gpu_allowed)
     on_gpu = gpu_allowed and _ask(onnx_gpu, _cuda_onnx)
     artifact = onnx_artifact(bundle, precision, on_gpu)
-    if bundle.has(f"{artifact}-nchw"):  # the same model without its layout transposes (export/layout.py)
+    if channels_first and _twin_current(bundle, artifact):
         artifact = f"{artifact}-nchw"
     # what the artefact computes in is recorded with it (bundle.json version 2), not read from its name
     return Plan("onnx", artifact, bundle.manifest.artifacts[artifact].details.get("precision", "fp32"), on_gpu)
+
+
+def _twin_current(bundle: Bundle, source: str) -> bool:
+    """Whether ``source`` has a channels-first twin (export/layout.py) made from the model that
+    is there now: the source is checked (inside the bundle, its checksum) as if it ran."""
+    twin = bundle.manifest.artifacts.get(f"{source}-nchw")
+    if twin is None:
+        return False
+    bundle.artifact_path(source)
+    return twin.details.get("source_sha256") == bundle.manifest.artifacts[source].sha256
 
 
 def _ask(given: bool | None, probe: object) -> bool:
