@@ -106,7 +106,7 @@ def case_limit(bundle_dir: str, raster: str, backend: str, precision: str, tile:
     with rasterio.open(raster) as src:
         grid = make_grid(src.height, src.width, *tile_geometry(bundle, opts, src.height, src.width), opts.block_px)
         total = sum(len(b.tile_ys) for b in grid.blocks())
-        session = prepare(bundle, backend, precision=precision)
+        session = prepare(bundle, backend, precision=precision, channels_first=True)  # the artefact lulc-infer runs
         runner = BlockRunner(bundle, session, grid, opts, input_nodata(src, m.input), src.count)
         first = grid.block(0, 0)
         slot = runner.prepare(src, first, runner.slots[0])
