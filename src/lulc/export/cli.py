@@ -88,9 +88,10 @@ def _int8(b, qat: bool | int) -> dict[str, dict]:
 
     if qat is not True:
         from lulc.export.qat import export_qat
+        from lulc.runtime.core.errors import ParityError
 
-        made = export_qat(b, int(qat))
-        if made:
-            return made
-        click.echo("warning: the QAT int8 model missed the gate; using the post-training search", err=True)
+        try:
+            return export_qat(b, int(qat))
+        except ParityError as exc:
+            click.echo(f"warning: {exc}; using the post-training search instead", err=True)
     return export_int8(b)

@@ -19,7 +19,6 @@ and gated on test against the bundle's own fp32 ONNX exactly like a post-trainin
 """
 from __future__ import annotations
 
-import logging
 import tempfile
 from pathlib import Path
 
@@ -28,8 +27,7 @@ import numpy as np
 from lulc.export import int8
 from lulc.export.onnx import convert
 from lulc.runtime.core.bundle import Bundle
-
-logger = logging.getLogger(__name__)
+from lulc.runtime.core.errors import ParityError
 
 #: fine-tuning learning rate (Adam): a tenth of training's default, the weights only adapt
 LEARNING_RATE = 1e-4
@@ -141,9 +139,9 @@ def fine_tune(model, train: int8.Split, epochs: int, seed: int) -> dict:
                                                                            history.history["loss"][:: max(epochs - 1, 1)]]}
 
 
-def export_qat(bundle: Bundle, epochs: int) -> dict[str, dict] | None:
-    """Fine-tune, quantise every node and gate; record ``onnx-int8`` and return its figures,
-    or None (logged, nothing written) when the gate fails so the caller can fall back."""
+def export_qat(bundle: Bundle, epochs: int) -> dict[str, dict]:
+    """Fine-tune, quantise every node and gate; record ``onnx-int8`` and return its figures.
+    A miss is a one-line ParityError and writes nothing, so the caller can fall back."""
     from lulc.runtime.backends.keras_backend import load_keras_model
 
     fp32 = bundle.artifact_path("onnx")
@@ -167,9 +165,7 @@ def export_qat(bundle: Bundle, epochs: int) -> dict[str, dict] | None:
         candidate = q.quantize(percentile)
         figures = int8.measure(test, int8.probabilities(candidate, test.x), m.task, m.ignore_index)
         if not int8.passes(figures):
-            logger.warning("QAT int8 (%d epochs) misses the gate: %s; falling back to post-training search",
-                           epochs, int8.refusal(figures, 0, len(q.nodes)).removeprefix("INT8 export refused: "))
-            return None
+            raise ParityError(f"after {epochs} QAT epoch{'s' * (epochs != 1)}: {int8.refusal(figures, 0, len(q.nodes))}")
         probe = int8.speed_probe(seed, m.tile.size, calibration.shape[-1])
         details = int8.quantization_details(fp32, candidate, calibration, percentile, seed, agreement, probe)
         details.update(method="qat", qat=qat, float_nodes=[], float_for_speed=[], float_for_agreement=[],
