@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from lulc.export import int8
 from lulc.export.onnx import convert
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import ParityError
+
+if TYPE_CHECKING:
+    import keras
 
 #: fine-tuning learning rate (Adam): a tenth of training's default, the weights only adapt
 LEARNING_RATE = 1e-4
@@ -76,7 +80,7 @@ def _quantized(layer_type: type, out_axis: int) -> type:
     return Quantized
 
 
-def _fake_quantized(model, amax: dict[str, float]):
+def _fake_quantized(model: keras.Model, amax: dict[str, float]) -> keras.Model:
     """A clone of ``model`` with every convolution and dense layer fake-quantised, batch
     normalisation frozen, and ``model``'s weights."""
     import keras
@@ -99,7 +103,7 @@ def _fake_quantized(model, amax: dict[str, float]):
     return clone_
 
 
-def input_ranges(model, tiles: np.ndarray) -> dict[str, float]:
+def input_ranges(model: keras.Model, tiles: np.ndarray) -> dict[str, float]:
     """Each convolution / dense layer's input range (|x| at RANGE_PERCENTILE) on ``tiles``."""
     import keras
     from keras import layers
@@ -120,7 +124,7 @@ def _distillation_loss(target, probs):
     return ops.sum(ce * valid) / ops.maximum(ops.sum(valid), 1.0)
 
 
-def fine_tune(model, train: int8.Split, epochs: int, seed: int) -> dict:
+def fine_tune(model: keras.Model, train: int8.Split, epochs: int, seed: int) -> dict:
     """Fine-tune ``model`` in place with int8 fake quantisation; returns what was done."""
     import keras
 
