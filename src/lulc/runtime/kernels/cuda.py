@@ -55,20 +55,23 @@ def mask_nodata(block: DeviceArray, nodata: float, use_nodata: bool, valid: Devi
 
 
 @cuda.jit
-def _pack(block, valid, ys, xs, mean, inv_std, out, counts):  # noqa: ANN001
+def _pack(block, valid, ys, xs, mean, inv_std, out, counts, channels_first):  # noqa: ANN001
     j, i, n = cuda.grid(3)
-    size = out.shape[1]
+    size = out.shape[2] if channels_first else out.shape[1]  # one flag per launch: no divergence
+    bands = out.shape[1] if channels_first else out.shape[3]
     if n >= out.shape[0] or i >= size or j >= size:
         return
     y = ys[n] + i
     x = xs[n] + j
-    if valid[y, x]:
+    ok = valid[y, x]
+    if ok:
         cuda.atomic.add(counts, n, 1)
-        for b in range(out.shape[3]):
-            out[n, i, j, b] = (block[b, y, x] - mean[b]) * inv_std[b]
-    else:
-        for b in range(out.shape[3]):
-            out[n, i, j, b] = 0.0
+    for b in range(bands):
+        value = (block[b, y, x] - mean[b]) * inv_std[b] if ok else 0.0
+        if channels_first:
+            out[n, b, i, j] = value
+        else:
+            out[n, i, j, b] = value
 
 
 @cuda.jit
@@ -78,78 +81,40 @@ def _zero_1d(a):  # noqa: ANN001
         a[i] = 0
 
 
-def pack_tiles(block: DeviceArray, valid: DeviceArray, ys: np.ndarray | DeviceArray, xs: np.ndarray | DeviceArray,
-               mean: np.ndarray | DeviceArray, inv_std: np.ndarray | DeviceArray, out: DeviceArray, counts: DeviceArray) -> None:
-    """Device twin of :func:`lulc.runtime.kernels.cpu.pack_tiles` (``ys``/``xs``/``mean``/``inv_std`` host or device)."""
-    n, size = out.shape[0], out.shape[1]
+def _pack_tiles(block: DeviceArray, valid: DeviceArray, ys: np.ndarray | DeviceArray, xs: np.ndarray | DeviceArray,
+                mean: np.ndarray | DeviceArray, inv_std: np.ndarray | DeviceArray, out: DeviceArray, counts: DeviceArray,
+                channels_first: bool) -> None:
+    n, size = out.shape[0], out.shape[2 if channels_first else 1]
     _zero_1d[math.ceil(n / 128), 128](counts)
     ys, xs, mean, inv_std = (_on_device(a) for a in (ys, xs, mean, inv_std))
     blocks = (math.ceil(size / 16), math.ceil(size / 16), n)
-    _pack[blocks, (16, 16, 1)](block, valid, ys, xs, mean, inv_std, out, counts)
+    _pack[blocks, (16, 16, 1)](block, valid, ys, xs, mean, inv_std, out, counts, channels_first)
 
 
-@cuda.jit
-def _pack_nchw(block, valid, ys, xs, mean, inv_std, out, counts):  # noqa: ANN001
-    j, i, n = cuda.grid(3)
-    size = out.shape[2]
-    if n >= out.shape[0] or i >= size or j >= size:
-        return
-    y = ys[n] + i
-    x = xs[n] + j
-    if valid[y, x]:
-        cuda.atomic.add(counts, n, 1)
-        for b in range(out.shape[1]):
-            out[n, b, i, j] = (block[b, y, x] - mean[b]) * inv_std[b]
-    else:
-        for b in range(out.shape[1]):
-            out[n, b, i, j] = 0.0
+def pack_tiles(block: DeviceArray, valid: DeviceArray, ys: np.ndarray | DeviceArray, xs: np.ndarray | DeviceArray,
+               mean: np.ndarray | DeviceArray, inv_std: np.ndarray | DeviceArray, out: DeviceArray, counts: DeviceArray) -> None:
+    """Device twin of :func:`lulc.runtime.kernels.cpu.pack_tiles` (``ys``/``xs``/``mean``/``inv_std`` host or device)."""
+    _pack_tiles(block, valid, ys, xs, mean, inv_std, out, counts, False)
 
 
 def pack_tiles_nchw(block: DeviceArray, valid: DeviceArray, ys: np.ndarray | DeviceArray, xs: np.ndarray | DeviceArray,
                     mean: np.ndarray | DeviceArray, inv_std: np.ndarray | DeviceArray, out: DeviceArray,
                     counts: DeviceArray) -> None:
     """Device twin of :func:`lulc.runtime.kernels.cpu.pack_tiles_nchw`."""
-    n, size = out.shape[0], out.shape[2]
-    _zero_1d[math.ceil(n / 128), 128](counts)
-    ys, xs, mean, inv_std = (_on_device(a) for a in (ys, xs, mean, inv_std))
-    blocks = (math.ceil(size / 16), math.ceil(size / 16), n)
-    _pack_nchw[blocks, (16, 16, 1)](block, valid, ys, xs, mean, inv_std, out, counts)
+    _pack_tiles(block, valid, ys, xs, mean, inv_std, out, counts, True)
 
 
 @cuda.jit
-def _blend_nchw(probs, ys, xs, weight, acc):  # noqa: ANN001
+def _blend(probs, ys, xs, weight, acc, channels_first):  # noqa: ANN001
     x, y = cuda.grid(2)
     if y >= acc.shape[1] or x >= acc.shape[2]:
         return
-    size = min(probs.shape[2], probs.shape[3], weight.shape[0], weight.shape[1])
-    k = acc.shape[0] - 1
-    kk = min(k, probs.shape[1])
-    for n in range(probs.shape[0]):
-        i = y - ys[n]
-        j = x - xs[n]
-        if i < 0 or i >= size or j < 0 or j >= size:
-            continue
-        wgt = weight[i, j]
-        for c in range(kk):
-            acc[c, y, x] += wgt * probs[n, c, i, j]
-        acc[k, y, x] += wgt
-
-
-def blend_accumulate_nchw(probs: DeviceArray, ys: np.ndarray | DeviceArray, xs: np.ndarray | DeviceArray,
-                          weight: np.ndarray | DeviceArray, acc: DeviceArray) -> None:
-    """Device twin of :func:`lulc.runtime.kernels.cpu.blend_accumulate_nchw`."""
-    blocks, threads = _grid_2d(acc.shape[1], acc.shape[2])
-    _blend_nchw[blocks, threads](probs, _on_device(ys), _on_device(xs), _on_device(weight), acc)
-
-
-@cuda.jit
-def _blend(probs, ys, xs, weight, acc):  # noqa: ANN001
-    x, y = cuda.grid(2)
-    if y >= acc.shape[1] or x >= acc.shape[2]:
-        return
-    size = min(probs.shape[1], probs.shape[2], weight.shape[0], weight.shape[1])
+    if channels_first:  # one flag per launch: no divergence
+        size = min(probs.shape[2], probs.shape[3], weight.shape[0], weight.shape[1])
+    else:
+        size = min(probs.shape[1], probs.shape[2], weight.shape[0], weight.shape[1])
     k = acc.shape[0] - 1  # bounds from the buffers themselves, as in the CPU kernel
-    kk = min(k, probs.shape[3])
+    kk = min(k, probs.shape[1] if channels_first else probs.shape[3])
     for n in range(probs.shape[0]):
         i = y - ys[n]
         j = x - xs[n]
@@ -157,7 +122,7 @@ def _blend(probs, ys, xs, weight, acc):  # noqa: ANN001
             continue
         wgt = weight[i, j]
         for c in range(kk):
-            acc[c, y, x] += wgt * probs[n, i, j, c]
+            acc[c, y, x] += wgt * (probs[n, c, i, j] if channels_first else probs[n, i, j, c])
         acc[k, y, x] += wgt
 
 
@@ -165,7 +130,14 @@ def blend_accumulate(probs: DeviceArray, ys: np.ndarray | DeviceArray, xs: np.nd
                      weight: np.ndarray | DeviceArray, acc: DeviceArray) -> None:
     """Device twin of :func:`lulc.runtime.kernels.cpu.blend_accumulate`: one thread per accumulator pixel."""
     blocks, threads = _grid_2d(acc.shape[1], acc.shape[2])
-    _blend[blocks, threads](probs, _on_device(ys), _on_device(xs), _on_device(weight), acc)
+    _blend[blocks, threads](probs, _on_device(ys), _on_device(xs), _on_device(weight), acc, False)
+
+
+def blend_accumulate_nchw(probs: DeviceArray, ys: np.ndarray | DeviceArray, xs: np.ndarray | DeviceArray,
+                          weight: np.ndarray | DeviceArray, acc: DeviceArray) -> None:
+    """Device twin of :func:`lulc.runtime.kernels.cpu.blend_accumulate_nchw`."""
+    blocks, threads = _grid_2d(acc.shape[1], acc.shape[2])
+    _blend[blocks, threads](probs, _on_device(ys), _on_device(xs), _on_device(weight), acc, True)
 
 
 @cuda.jit
