@@ -158,6 +158,21 @@ BLOCKER = textwrap.dedent(
 )
 
 
+LULC_INFER = str(Path(sys.executable).with_name("lulc-infer"))
+
+
+def infer(*args, **kwargs) -> subprocess.CompletedProcess:
+    """``lulc-infer ARGS --no-progress`` in a real subprocess, as a user runs it."""
+    return subprocess.run([LULC_INFER, *map(str, args), "--no-progress"], capture_output=True, text=True, timeout=300,
+                          **kwargs)
+
+
+def pixels(path: Path) -> np.ndarray:
+    """Every band of a raster, to compare maps pixel for pixel."""
+    with rasterio.open(path) as src:
+        return src.read()
+
+
 def run_without_tensorflow(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)],
                           capture_output=True, text=True, timeout=300)

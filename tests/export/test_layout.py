@@ -5,30 +5,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import rasterio
 from onnx import TensorProto, helper
 
-from conftest import BANDS, synthetic_scene, write_raster
+from conftest import BANDS, infer, pixels, synthetic_scene, write_raster
 from lulc.export.layout import channels_first
 from lulc.runtime.core.bundle import Bundle
-
-LULC_INFER = str(Path(sys.executable).with_name("lulc-infer"))
-
-
-def infer(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([LULC_INFER, *map(str, args), "--no-progress"], capture_output=True, text=True, timeout=300)
-
-
-def pixels(path: Path) -> np.ndarray:
-    with rasterio.open(path) as src:
-        return src.read()
 
 
 @pytest.fixture

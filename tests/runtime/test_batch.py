@@ -11,19 +11,13 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import BANDS, synthetic_scene, write_raster
+from conftest import BANDS, LULC_INFER, pixels, synthetic_scene, write_raster
 
 LULC = str(Path(sys.executable).with_name("lulc"))
-LULC_INFER = str(Path(sys.executable).with_name("lulc-infer"))
 
 
 def run(*args) -> subprocess.CompletedProcess:
     return subprocess.run([*map(str, args)], capture_output=True, text=True, timeout=600)
-
-
-def pixels(path: Path) -> np.ndarray:
-    with rasterio.open(path) as src:
-        return src.read()
 
 
 def stac_item(folder: Path, image: np.ndarray, item_id: str, bands=BANDS) -> Path:

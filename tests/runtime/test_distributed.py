@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -12,22 +11,16 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import BANDS, listing, synthetic_scene, write_raster
+from conftest import BANDS, LULC_INFER, listing, pixels, synthetic_scene, write_raster
 
 distributed = pytest.importorskip("distributed", reason="the [dask] extra is not installed")
 
-LULC_INFER = str(Path(sys.executable).with_name("lulc-infer"))
 #: small blocks, so a 300 x 260 raster has several block rows and thus several parts
 ARGS = ("--block-px", "64", "--probabilities", "--confidence", "--no-progress")
 
 
 def infer(*args) -> subprocess.CompletedProcess:
     return subprocess.run([LULC_INFER, *map(str, args)], capture_output=True, text=True, timeout=600)
-
-
-def pixels(path: Path) -> np.ndarray:
-    with rasterio.open(path) as src:
-        return src.read()
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +12,8 @@ import onnxruntime as ort
 import pytest
 import rasterio
 
-from conftest import BANDS, cli_fails, synthetic_scene, write_raster
+from conftest import BANDS, cli_fails, infer, pixels, synthetic_scene, write_raster
 from lulc.runtime.core.bundle import Bundle
-
-LULC_INFER = str(Path(sys.executable).with_name("lulc-infer"))
-
-
-def infer(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([LULC_INFER, *map(str, args), "--no-progress"], capture_output=True, text=True, timeout=300)
-
-
-def pixels(path: Path) -> np.ndarray:
-    with rasterio.open(path) as src:
-        return src.read()
 
 
 @pytest.fixture

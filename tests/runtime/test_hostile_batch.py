@@ -10,12 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 
-from conftest import BANDS, synthetic_scene, write_raster
+from conftest import BANDS, LULC_INFER, pixels, synthetic_scene, write_raster
 
 LULC = str(Path(sys.executable).with_name("lulc"))
-LULC_INFER = str(Path(sys.executable).with_name("lulc-infer"))
 
 
 def run(*args) -> subprocess.CompletedProcess:
@@ -44,11 +42,6 @@ def band_assets(folder: Path, image: np.ndarray, prefix: str, described: bool = 
 def write_json(path: Path, doc: dict) -> Path:
     path.write_text(json.dumps(doc))
     return path
-
-
-def pixels(path: Path) -> np.ndarray:
-    with rasterio.open(path) as src:
-        return src.read()
 
 
 @pytest.fixture

@@ -7,24 +7,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 
-from conftest import BANDS, listing, synthetic_scene, write_raster
+from conftest import BANDS, LULC_INFER, infer, listing, pixels, synthetic_scene, write_raster
 
-LULC_INFER = str(Path(sys.executable).with_name("lulc-infer"))
 #: a run of many block rows (64 px blocks on 448 px), slow enough to be hit mid-way
 SLOW = ("--block-px", "64", "--probabilities")
-
-
-def infer(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([LULC_INFER, *map(str, args), "--no-progress"], capture_output=True, text=True, timeout=300,
-                          **kwargs)
 
 
 def start(*args) -> subprocess.Popen:
@@ -43,11 +35,6 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (links as their target text), to prove nothing changed."""
     return {str(p.relative_to(folder)): (os.readlink(p).encode() if p.is_symlink() else p.read_bytes())
             for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()}
-
-
-def pixels(path: Path) -> np.ndarray:
-    with rasterio.open(path) as src:
-        return src.read()
 
 
 @pytest.fixture

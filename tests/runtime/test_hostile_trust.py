@@ -19,15 +19,10 @@ import pytest
 import rasterio
 from onnx import helper, numpy_helper
 
-from conftest import BANDS, listing, synthetic_scene, write_raster
+from conftest import BANDS, LULC_INFER, infer, listing, pixels, synthetic_scene, write_raster
 from lulc.runtime.core.bundle import Bundle, sha256sum
 
-LULC_INFER = str(Path(sys.executable).with_name("lulc-infer"))
 SLOW = ("--block-px", "64", "--probabilities")
-
-
-def infer(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([LULC_INFER, *map(str, args), "--no-progress"], capture_output=True, text=True, timeout=300)
 
 
 def one_line(result: subprocess.CompletedProcess, *needles: str) -> str:
@@ -41,11 +36,6 @@ def one_line(result: subprocess.CompletedProcess, *needles: str) -> str:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def pixels(path: Path) -> np.ndarray:
-    with rasterio.open(path) as src:
-        return src.read()
 
 
 def read_every_block(path: Path) -> None:
