@@ -44,7 +44,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from lulc.export.layout import export_channels_first
-from lulc.export.parity import staging
+from lulc.export.parity import probabilities, staging
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import BundleError, LulcError, ParityError
 
@@ -115,12 +115,6 @@ def calibration_tiles(train: Split, seed: int = 0) -> np.ndarray:
     if n == 0:
         raise BundleError(f"the training split has {len(train.x)} tiles; int8 calibration needs {CALIBRATION_BATCH}")
     return train.x[np.sort(np.random.default_rng(seed).permutation(len(train.x))[:n])]
-
-
-def probabilities(path: Path, x: np.ndarray, batch: int = 16) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
 
 
 def measure(split: Split, probs: np.ndarray, task: str, ignore: int) -> dict:
@@ -226,8 +220,23 @@ def float_costs(q: Quantizer, percentile: float, probe: np.ndarray) -> tuple[flo
     return base, {n: t - base for n, t in alone.items()}
 
 
-def select(q: Quantizer, percentiles: tuple[float, ...], calibration: np.ndarray, val: Split, task: str,
-           ignore: int, probe: np.ndarray) -> tuple[float, dict[str, list[str]], dict, dict]:
+def choose_percentile(q: Quantizer, calibration: np.ndarray, val: Split, task: str,
+                      ignore: int) -> tuple[float, dict[str, dict]]:
+    """The clipping percentile whose all-int8 model keeps most of fp32's classes on val, and
+    the val figures of each (keyed by the percentile as text, as the manifest records them)."""
+    tried = {str(p): measure(val, probabilities(q.quantize(p, tiles=calibration), val.x), task, ignore)
+             for p in PERCENTILES}
+    best = max(PERCENTILES, key=lambda p: tried[str(p)]["argmax_agreement"])
+    logger.info("int8 val agreement per clipping percentile: %s", {p: f["argmax_agreement"] for p, f in tried.items()})
+    return best, tried
+
+
+def agreement_per_percentile(tried: dict[str, dict]) -> dict[str, float]:
+    return {p: round(f["argmax_agreement"], 6) for p, f in tried.items()}
+
+
+def select(q: Quantizer, calibration: np.ndarray, val: Split, task: str, ignore: int,
+           probe: np.ndarray) -> tuple[float, dict[str, list[str]], dict, dict]:
     """(percentile, float nodes by reason, val figures, val agreement per percentile), chosen on val.
 
     Nodes that run faster in float stay float. If val still falls short, nodes are kept in
@@ -237,9 +246,7 @@ def select(q: Quantizer, percentiles: tuple[float, ...], calibration: np.ndarray
     def on_val(path: Path) -> dict:
         return measure(val, probabilities(path, val.x), task, ignore)
 
-    tried = {str(p): on_val(q.quantize(p, tiles=calibration)) for p in percentiles}
-    best = max(percentiles, key=lambda p: tried[str(p)]["argmax_agreement"])
-    logger.info("int8 val agreement per clipping percentile: %s", {p: f["argmax_agreement"] for p, f in tried.items()})
+    best, tried = choose_percentile(q, calibration, val, task, ignore)
     base, cost = float_costs(q, best, probe)
     noise = TIMING_NOISE * base
     # at most MAX_FLOAT_SHARE, fastest-in-float first: on a busy machine every timing can look
@@ -262,7 +269,7 @@ def select(q: Quantizer, percentiles: tuple[float, ...], calibration: np.ndarray
             if passes(trial, SELECTION_MARGIN):
                 chosen.remove(node)
                 figures = trial
-    return best, {"speed": speed, "agreement": chosen}, figures, {p: round(f["argmax_agreement"], 6) for p, f in tried.items()}
+    return best, {"speed": speed, "agreement": chosen}, figures, agreement_per_percentile(tried)
 
 
 def refusal(figures: dict, floats: int, total: int) -> str:
@@ -305,20 +312,25 @@ def record(bundle: Bundle, candidate: Path, figures: dict, details: dict) -> dic
     return {ARTIFACT: figures, **({f"{ARTIFACT}-nchw": twin} if twin else {})}
 
 
+def gate_inputs(bundle: Bundle, fp32: Path) -> tuple[int, dict[str, Split], np.ndarray]:
+    """What every int8 export works from: the training seed, the recorded splits (val and test
+    with the ``fp32`` model's probabilities as reference) and the calibration tiles."""
+    seed = int(bundle.manifest.provenance.get("config", {}).get("seed", 0))
+    splits = recorded_splits(bundle)
+    for name in ("val", "test"):
+        splits[name].ref = probabilities(fp32, splits[name].x)
+    return seed, splits, calibration_tiles(splits["train"], seed)
+
+
 def export_int8(bundle: Bundle) -> dict[str, dict]:
     """Calibrate, choose and gate an int8 ONNX (post-training), then record it as ``onnx-int8``."""
-    src = bundle.artifact_path("onnx")
-    m = bundle.manifest
-    seed = int(m.provenance.get("config", {}).get("seed", 0))
-    splits = recorded_splits(bundle)
+    src, m = bundle.artifact_path("onnx"), bundle.manifest
+    seed, splits, calibration = gate_inputs(bundle, src)
     val, test = splits["val"], splits["test"]
-    for split in (val, test):
-        split.ref = probabilities(src, split.x)
-    calibration = calibration_tiles(splits["train"], seed)
     with tempfile.TemporaryDirectory(prefix="lulc-int8-") as tmp:
         q = Quantizer(src, Path(tmp))
         probe = speed_probe(seed, m.tile.size, calibration.shape[-1])
-        percentile, why, val_figures, tried = select(q, PERCENTILES, calibration, val, m.task, m.ignore_index, probe)
+        percentile, why, val_figures, tried = select(q, calibration, val, m.task, m.ignore_index, probe)
         floats = why["speed"] + why["agreement"]
         candidate = q.quantize(percentile, exclude=floats)
         figures = measure(test, probabilities(candidate, test.x), m.task, m.ignore_index)

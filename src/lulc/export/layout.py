@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lulc.export.parity import staging
+from lulc.export.parity import probabilities, staging
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import ParityError
 
@@ -79,13 +79,6 @@ def channels_first(src: Path, dst: Path) -> bool:
     return True
 
 
-def _probabilities(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-
 def export_channels_first(bundle: Bundle, source: str) -> dict | None:
     """Record the channels-first twin of the artefact ``source`` as ``<source>-nchw``; None
     when its graph has no such twin (the runtime then runs ``source`` as it is)."""
@@ -95,8 +88,8 @@ def export_channels_first(bundle: Bundle, source: str) -> dict | None:
     with staging(bundle.root / f".{dest}.partial") as staged:
         if not channels_first(src, staged):
             return None
-        expected = _probabilities(src, samples)
-        got = _probabilities(staged, samples.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+        expected = probabilities(src, samples)
+        got = probabilities(staged, samples.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
         diff = float(np.abs(got - expected).max())
         if diff > TOLERANCE:
             raise ParityError(f"the channels-first twin of {src.name} differs by {diff:.3g} (limit {TOLERANCE}); "

@@ -92,3 +92,13 @@ def verify_and_record(
     bundle.add_artifact(name, staged, fmt, parity=figures, details=details, dest=dest)
     logger.info("%s parity: %s", target, figures)
     return figures
+
+
+def probabilities(path: Path, x: np.ndarray, batch: int = 16) -> np.ndarray:
+    """An ONNX model's outputs on ``x`` (any layout or strides), batch by batch on the CPU."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: np.ascontiguousarray(x[i : i + batch], dtype=np.float32)})[0]
+                           for i in range(0, len(x), batch)])

@@ -148,32 +148,25 @@ def export_qat(bundle: Bundle, epochs: int) -> dict[str, dict]:
     A miss is a one-line ParityError and writes nothing, so the caller can fall back."""
     from lulc.runtime.backends.keras_backend import load_keras_model
 
-    fp32 = bundle.artifact_path("onnx")
-    m = bundle.manifest
-    seed = int(m.provenance.get("config", {}).get("seed", 0))
-    splits = int8.recorded_splits(bundle)
+    fp32, m = bundle.artifact_path("onnx"), bundle.manifest
+    seed, splits, calibration = int8.gate_inputs(bundle, fp32)
     val, test = splits["val"], splits["test"]
-    for split in (val, test):
-        split.ref = int8.probabilities(fp32, split.x)
     model = load_keras_model(bundle)
     qat = fine_tune(model, splits["train"], epochs, seed)
-    calibration = int8.calibration_tiles(splits["train"], seed)
     with tempfile.TemporaryDirectory(prefix="lulc-qat-") as tmp:
         tuned = Path(tmp) / "tuned.onnx"
         convert(model, tuned)
         q = int8.Quantizer(tuned, Path(tmp))
-        tried = {p: int8.measure(val, int8.probabilities(q.quantize(p, tiles=calibration), val.x), m.task,
-                                 m.ignore_index) for p in int8.PERCENTILES}
-        percentile = max(int8.PERCENTILES, key=lambda p: tried[p]["argmax_agreement"])
-        agreement = {str(p): round(f["argmax_agreement"], 6) for p, f in tried.items()}
+        percentile, tried = int8.choose_percentile(q, calibration, val, m.task, m.ignore_index)
         candidate = q.quantize(percentile)
         figures = int8.measure(test, int8.probabilities(candidate, test.x), m.task, m.ignore_index)
         if not int8.passes(figures):
             raise ParityError(f"after {epochs} QAT epoch{'s' * (epochs != 1)}: {int8.refusal(figures, 0, len(q.nodes))}")
         probe = int8.speed_probe(seed, m.tile.size, calibration.shape[-1])
-        details = int8.quantization_details(fp32, candidate, calibration, percentile, seed, agreement, probe)
+        details = int8.quantization_details(fp32, candidate, calibration, percentile, seed,
+                                            int8.agreement_per_percentile(tried), probe)
         details.update(method="qat", qat=qat, float_nodes=[], float_for_speed=[], float_for_agreement=[],
                        quantized_nodes=len(q.nodes),
-                       selection={"split": "val", **{k: tried[percentile][k] for k in ("argmax_agreement",
-                                                                                       "accuracy_drop")}})
+                       selection={"split": "val", **{k: tried[str(percentile)][k] for k in ("argmax_agreement",
+                                                                                            "accuracy_drop")}})
         return int8.record(bundle, candidate, figures, details)
