@@ -77,6 +77,14 @@ def test_cli_int8_passes_the_gate_records_calibration_and_agrees_with_fp32(copy)
     weights = [inits[n.input[0]] for n in qdq if n.op_type == "DequantizeLinear" and n.input[0] in inits]
     assert weights and all(w.dtype == np.int8 for w in weights)  # no int32 bias behind a DequantizeLinear
     assert any(a.ndim == 1 and a.size > 1 and "scale" in n for n, a in inits.items())  # per-channel scales
+    # the classifier is an int8 convolution (int8 input and weights) that hands float logits
+    # to the softmax: int8 logits would tie near-tied classes, and a tie goes to the lower index
+    produced = {o: n for n in model.graph.node for o in n.output}
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    classifier = produced[softmax.input[0]]
+    assert classifier.op_type == "Conv" and art.details["logits"] == "float"
+    if classifier.name not in art.details["float_nodes"]:
+        assert [produced[name].op_type for name in classifier.input[:2]] == ["DequantizeLinear"] * 2
     # the runtime opens it like any ONNX artefact; its map agrees with fp32 above the gate
     samples = bundle.load_samples()
     fast = OrtSession(bundle, artifact="onnx-int8", providers=["CPUExecutionProvider"]).run(samples)
