@@ -181,6 +181,18 @@ def test_qat_that_misses_the_gate_falls_back_to_the_post_training_search(copy, m
     assert art.parity["argmax_agreement"] >= int8.AGREEMENT
 
 
+def test_an_int8_model_slower_than_fp32_here_is_said(copy, monkeypatch):
+    # every fp32 call timed at 1 s and every int8 one at 2 s: the gated model is recorded with
+    # its measured speed, and the export says in one line that auto would run the slower model
+    monkeypatch.setattr(int8, "fastest", lambda sessions, x, runs=5: [1.0, 2.0])
+    result = CliRunner().invoke(main, ["export", "--target", "onnx", "--int8", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert Bundle.load(copy).manifest.artifacts["onnx-int8"].details["speed_vs_fp32"] == 0.5
+    warning = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert warning == ["warning: on this CPU model.int8.onnx ran 0.50x fp32 (one thread); lulc-infer's --precision "
+                       "auto takes int8 on a CPU: pass --precision fp32 where it is slower"]
+
+
 def test_qat_needs_int8(copy):
     result = CliRunner().invoke(main, ["export", "--target", "onnx", "--qat", "2", str(copy)])
     assert result.exit_code == 2 and "--qat fine-tunes the --int8 model: add --int8" in result.output

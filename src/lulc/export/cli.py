@@ -83,15 +83,25 @@ def _run_target(b, name: str, opset: int, fp16: bool, int8: bool | int, strides:
 
 
 def _int8(b, qat: bool | int) -> dict[str, dict]:
-    """Quantisation-aware first when asked (``qat`` epochs), post-training if that misses the gate."""
-    from lulc.export.int8 import export_int8
+    """Quantisation-aware first when asked (``qat`` epochs), post-training if that misses the gate.
 
+    A gated model slower than fp32 here is said: `--precision auto` runs int8 on any CPU.
+    """
+    from lulc.export.int8 import ARTIFACT, export_int8
+
+    results = None
     if qat is not True:
         from lulc.export.qat import export_qat
         from lulc.runtime.core.errors import ParityError
 
         try:
-            return export_qat(b, int(qat))
+            results = export_qat(b, int(qat))
         except ParityError as exc:
             click.echo(f"warning: {exc}; using the post-training search instead", err=True)
-    return export_int8(b)
+    results = results or export_int8(b)
+    speed = b.manifest.artifacts[ARTIFACT].details["speed_vs_fp32"]
+    if speed < 1:
+        click.echo(f"warning: on this CPU {b.manifest.artifacts[ARTIFACT].path} ran {speed:.2f}x fp32 (one thread); "
+                   f"lulc-infer's --precision auto takes int8 on a CPU: pass --precision fp32 where it is slower",
+                   err=True)
+    return results
