@@ -42,7 +42,7 @@ def export(bundle, target, opset, fp16, int8, qat, strides, precision, max_batch
     b = Bundle.load(bundle)
     for name in TARGETS if target == "all" else (target,):
         try:
-            results = _run_target(b, name, opset, fp16, (qat or True) if int8 else False, strides, precision, max_batch)
+            results = _run_target(b, name, opset, fp16, int8, qat, strides, precision, max_batch)
         except BackendUnavailable as exc:
             if target != "all" or name != "trt":
                 raise
@@ -55,8 +55,8 @@ def export(bundle, target, opset, fp16, int8, qat, strides, precision, max_batch
                        f"{fig['argmax_agreement']:.4%}{accuracy} -> {b.root / b.manifest.artifacts[artifact].path}")
 
 
-def _run_target(b, name: str, opset: int, fp16: bool, int8: bool | int, strides: tuple[int, ...], precision: str,
-                max_batch: int) -> dict[str, dict]:
+def _run_target(b, name: str, opset: int, fp16: bool, int8: bool, qat: int | None, strides: tuple[int, ...],
+                precision: str, max_batch: int) -> dict[str, dict]:
     if name == "onnx":
         from lulc.export.onnx import export_onnx
 
@@ -66,8 +66,8 @@ def _run_target(b, name: str, opset: int, fp16: bool, int8: bool | int, strides:
             for stride in strides:
                 check_scene_bundle(b, stride)
         results = export_onnx(b, opset=opset, fp16=fp16)
-        if int8:  # True, or the --qat epochs
-            results.update(_int8(b, int8))
+        if int8:
+            results.update(_int8(b, qat))
         for stride in strides:
             from lulc.export.scene_stride import export_scene_stride
 
@@ -82,7 +82,7 @@ def _run_target(b, name: str, opset: int, fp16: bool, int8: bool | int, strides:
     return export_trt(b, precision=precision, max_batch=max_batch, opset=opset)
 
 
-def _int8(b, qat: bool | int) -> dict[str, dict]:
+def _int8(b, qat: int | None) -> dict[str, dict]:
     """Quantisation-aware first when asked (``qat`` epochs), post-training if that misses the gate.
 
     A gated model slower than fp32 here is said: `--precision auto` runs int8 on any CPU.
@@ -90,12 +90,12 @@ def _int8(b, qat: bool | int) -> dict[str, dict]:
     from lulc.export.int8 import ARTIFACT, export_int8
 
     results = None
-    if qat is not True:
+    if qat:
         from lulc.export.qat import export_qat
         from lulc.runtime.core.errors import ParityError
 
         try:
-            results = export_qat(b, int(qat))
+            results = export_qat(b, qat)
         except ParityError as exc:
             click.echo(f"warning: {exc}; using the post-training search instead", err=True)
     results = results or export_int8(b)

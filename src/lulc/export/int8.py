@@ -191,8 +191,8 @@ class Quantizer:
         return dst
 
 
-def float_tail(model: onnx.ModelProto) -> int:
-    """Drop the Q/DQ pairs no int8 node reads (the classifier's logits); return how many.
+def float_tail(model: onnx.ModelProto) -> None:
+    """Drop the Q/DQ pairs no int8 node reads (the classifier's logits).
 
     onnxruntime quantises every quantised node's output, the last one's too: int8 logits
     (127 steps over their range) tie the top two classes wherever fp32 nearly does, and the
@@ -215,7 +215,6 @@ def float_tail(model: onnx.ModelProto) -> int:
         return feeds[tensor]
 
     weights, outputs = {i.name for i in graph.initializer}, {o.name for o in graph.output}
-    dropped = 0
     for q in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in weights]:
         dqs = consumers.get(q.output[0], [])
         if not dqs or any(d.op_type != "DequantizeLinear" or d.output[0] in outputs or feeds_int8(d.output[0])
@@ -226,8 +225,6 @@ def float_tail(model: onnx.ModelProto) -> int:
                 reader.input[:] = [q.input[0] if name == dq.output[0] else name for name in reader.input]
             graph.node.remove(dq)
         graph.node.remove(q)
-        dropped += 1
-    return dropped
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -279,13 +276,9 @@ def choose_percentile(q: Quantizer, calibration: np.ndarray, val: Split, task: s
     return best, tried
 
 
-def agreement_per_percentile(tried: dict[str, dict]) -> dict[str, float]:
-    return {p: round(f["argmax_agreement"], 6) for p, f in tried.items()}
-
-
 def select(q: Quantizer, calibration: np.ndarray, val: Split, task: str, ignore: int,
            probe: np.ndarray) -> tuple[float, dict[str, list[str]], dict, dict]:
-    """(percentile, float nodes by reason, val figures, val agreement per percentile), chosen on val.
+    """(percentile, float nodes by reason, val figures, val figures per percentile), chosen on val.
 
     Nodes that run faster in float stay float. If val still falls short, nodes are kept in
     float in order of agreement bought per second: each node's loss (quantised alone) over
@@ -296,14 +289,14 @@ def select(q: Quantizer, calibration: np.ndarray, val: Split, task: str, ignore:
 
     best, tried = choose_percentile(q, calibration, val, task, ignore)
     base, cost = float_costs(q, best, probe)
-    noise = TIMING_NOISE * base
+    noise, budget = TIMING_NOISE * base, int(MAX_FLOAT_SHARE * len(q.nodes))
     # at most MAX_FLOAT_SHARE, fastest-in-float first: on a busy machine every timing can look
     # "faster in float", and an "int8" model must not come out with no int8 node
-    speed = sorted((n for n in q.nodes if cost[n] < -noise), key=cost.get)[: int(MAX_FLOAT_SHARE * len(q.nodes))]
+    speed = sorted((n for n in q.nodes if cost[n] < -noise), key=cost.get)[:budget]
     figures, chosen = on_val(q.quantize(best, exclude=speed)) if speed else tried[str(best)], []
     if not passes(figures, SELECTION_MARGIN):
         loss = {n: 1 - on_val(q.quantize(best, only=[n]))["argmax_agreement"] for n in q.nodes if n not in speed}
-        ranked = sorted(loss, key=lambda n: -loss[n] / max(cost[n], noise))[: int(MAX_FLOAT_SHARE * len(q.nodes)) - len(speed)]
+        ranked = sorted(loss, key=lambda n: -loss[n] / max(cost[n], noise))[: budget - len(speed)]
         logger.info("int8 per node on val: agreement lost, float cost (ms): %s",
                     {n: (round(loss[n], 5), round(1e3 * cost[n], 1)) for n in ranked})
         for node in ranked:
@@ -317,7 +310,7 @@ def select(q: Quantizer, calibration: np.ndarray, val: Split, task: str, ignore:
             if passes(trial, SELECTION_MARGIN):
                 chosen.remove(node)
                 figures = trial
-    return best, {"speed": speed, "agreement": chosen}, figures, agreement_per_percentile(tried)
+    return best, {"speed": speed, "agreement": chosen}, figures, tried
 
 
 def refusal(figures: dict, floats: int, total: int) -> str:
@@ -335,8 +328,10 @@ def speed_probe(seed: int, tile: int, channels: int) -> np.ndarray:
 
 
 def quantization_details(src: Path, candidate: Path, calibration: np.ndarray, percentile: float, seed: int,
-                         tried: dict[str, float], probe: np.ndarray) -> dict:
-    """What the manifest records of any int8 model: its Q/DQ scheme, calibration and speed."""
+                         tried: dict[str, dict], selected: dict, probe: np.ndarray) -> dict:
+    """What the manifest records of any int8 model: its Q/DQ scheme, calibration (``tried``:
+    the all-int8 val figures per percentile), the val figures of the model itself
+    (``selected``) and its speed."""
     fp32_time, int8_time = fastest([session(src), session(candidate)], probe)
     return {
         "precision": "int8", "format": "QDQ", "source": "onnx", "weights": "int8 symmetric per-channel",
@@ -344,7 +339,8 @@ def quantization_details(src: Path, candidate: Path, calibration: np.ndarray, pe
         "tensorrt_compatible": True,
         "calibration": {"method": "percentile", "percentile": percentile, "split": "train",
                         "tiles": int(len(calibration)), "tile_px": int(calibration.shape[1]), "seed": seed,
-                        "val_agreement_per_percentile": tried},
+                        "val_agreement_per_percentile": {p: round(f["argmax_agreement"], 6) for p, f in tried.items()}},
+        "selection": {"split": "val", **{k: selected[k] for k in ("argmax_agreement", "accuracy_drop")}},
         "speed_vs_fp32": round(fp32_time / int8_time, 3),
         "speed_probe": f"one thread, {' x '.join(map(str, probe.shape[:3]))} px, fastest of 5",
         "onnxruntime": ort.__version__,
@@ -386,8 +382,7 @@ def export_int8(bundle: Bundle) -> dict[str, dict]:
         figures = measure(test, probabilities(candidate, test.x), m.task, m.ignore_index)
         if not passes(figures):
             raise ParityError(refusal(figures, len(floats), len(q.nodes)))
-        details = quantization_details(src, candidate, calibration, percentile, seed, tried, probe)
+        details = quantization_details(src, candidate, calibration, percentile, seed, tried, val_figures, probe)
         details.update(method="post-training", float_nodes=floats, float_for_speed=why["speed"],
-                       float_for_agreement=why["agreement"], quantized_nodes=len(q.nodes) - len(floats),
-                       selection={"split": "val", **{k: val_figures[k] for k in ("argmax_agreement", "accuracy_drop")}})
+                       float_for_agreement=why["agreement"], quantized_nodes=len(q.nodes) - len(floats))
         return record(bundle, candidate, figures, details)

@@ -27,6 +27,7 @@ import numpy as np
 
 from lulc.export import int8
 from lulc.export.onnx import convert
+from lulc.export.parity import probabilities
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import ParityError
 
@@ -159,14 +160,12 @@ def export_qat(bundle: Bundle, epochs: int) -> dict[str, dict]:
         q = int8.Quantizer(tuned, Path(tmp))
         percentile, tried = int8.choose_percentile(q, calibration, val, m.task, m.ignore_index)
         candidate = q.quantize(percentile)
-        figures = int8.measure(test, int8.probabilities(candidate, test.x), m.task, m.ignore_index)
+        figures = int8.measure(test, probabilities(candidate, test.x), m.task, m.ignore_index)
         if not int8.passes(figures):
             raise ParityError(f"after {epochs} QAT epoch{'s' * (epochs != 1)}: {int8.refusal(figures, 0, len(q.nodes))}")
         probe = int8.speed_probe(seed, m.tile.size, calibration.shape[-1])
-        details = int8.quantization_details(fp32, candidate, calibration, percentile, seed,
-                                            int8.agreement_per_percentile(tried), probe)
+        details = int8.quantization_details(fp32, candidate, calibration, percentile, seed, tried,
+                                            tried[str(percentile)], probe)
         details.update(method="qat", qat=qat, float_nodes=[], float_for_speed=[], float_for_agreement=[],
-                       quantized_nodes=len(q.nodes),
-                       selection={"split": "val", **{k: tried[str(percentile)][k] for k in ("argmax_agreement",
-                                                                                            "accuracy_drop")}})
+                       quantized_nodes=len(q.nodes))
         return int8.record(bundle, candidate, figures, details)
