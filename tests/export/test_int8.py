@@ -201,8 +201,33 @@ def test_qat_needs_int8(copy):
 def test_timings_that_make_every_node_look_faster_in_float_still_give_an_int8_model(copy, monkeypatch):
     # a busy machine: every node timed faster in float, the later ones the most
     monkeypatch.setattr(int8, "float_costs", lambda q, p, probe: (1.0, {n: -0.5 - 0.01 * i for i, n in enumerate(q.nodes)}))
+    monkeypatch.setattr(int8, "speed_ratio", lambda slow, fast, probe: 2.0)  # and again on fresh sessions
     int8.export_int8(Bundle.load(copy))
     details = Bundle.load(copy).manifest.artifacts["onnx-int8"].details
     nodes = int8.Quantizer(copy / "model.onnx", copy.parent).nodes
     assert sorted(details["float_for_speed"]) == sorted(nodes[-6:]) and details["float_for_agreement"] == []
     assert details["quantized_nodes"] == 7 and quantized_convolutions(copy / "model.int8.onnx") == (7, 13)
+
+
+def test_a_node_faster_in_float_in_its_pairing_but_not_on_fresh_sessions_stays_int8(copy, monkeypatch):
+    # every node timed faster in float in its pairing, none when timed again (all-int8 as fast
+    # as the node in float): no node is kept in float for a speed the noise made up
+    monkeypatch.setattr(int8, "float_costs", lambda q, p, probe: (1.0, dict.fromkeys(q.nodes, -0.5)))
+    rechecked = []
+    monkeypatch.setattr(int8, "speed_ratio", lambda slow, fast, probe: rechecked.append(slow.name) or 1.0)
+    int8.export_int8(Bundle.load(copy))
+    details = Bundle.load(copy).manifest.artifacts["onnx-int8"].details
+    assert details["float_for_speed"] == [] and details["float_nodes"] == details["float_for_agreement"]
+    nodes = int8.Quantizer(copy / "model.onnx", copy.parent).nodes
+    # each node once, then the recorded speed_vs_fp32 (fp32 against the gated model)
+    assert rechecked == ["all-int8.onnx"] * int(int8.MAX_FLOAT_SHARE * len(nodes)) + ["model.onnx"]
+
+
+def test_a_speed_ratio_is_the_median_of_fresh_session_pairs(monkeypatch):
+    timings = iter([[1.0, 2.0], [3.0, 1.0], [1.0, 1.0]])  # slow / fast: 0.5, 3.0, 1.0
+    opened = []
+    monkeypatch.setattr(int8, "SPEED_ROUNDS", 3)
+    monkeypatch.setattr(int8, "session", lambda path: opened.append(path) or path)
+    monkeypatch.setattr(int8, "fastest", lambda sessions, x, runs=5: next(timings))
+    assert int8.speed_ratio("fp32.onnx", "int8.onnx", np.zeros((1, 8, 8, 3), np.float32)) == 1.0
+    assert opened == ["fp32.onnx", "int8.onnx"] * 3
