@@ -225,12 +225,29 @@ def test_a_damaged_partial_map_is_never_resumed(big, tmp_path):
     np.testing.assert_array_equal(pixels(out), pixels(big["reference"]))
 
 
+def holds_lock(pid: int, lock: Path) -> bool:
+    """Whether process ``pid`` holds the flock on ``lock``, read from /proc/locks: taking the
+    lock ourselves to probe it could make the run we watch fail to take it."""
+    try:
+        inode = str(lock.stat().st_ino)
+    except FileNotFoundError:
+        return False
+    return any(f[1] == "FLOCK" and f[4] == str(pid) and f[5].rsplit(":", 1)[-1] == inode
+               for f in (line.split() for line in Path("/proc/locks").read_text().splitlines()) if len(f) > 5)
+
+
 @pytest.mark.slow
 def test_a_second_run_on_the_same_output_is_refused(big, tmp_path):
     out = tmp_path / "map.tif"
     first = start(big["bundle"], big["image"], "-o", out, *SLOW)
-    wait_until(lambda: out.with_name(".map.tif.lock").exists(), first)
-    second = infer(big["bundle"], big["image"], "-o", out, *SLOW, "--overwrite")
+    wait_until(lambda: holds_lock(first.pid, out.with_name(".map.tif.lock")), first)
+    # stopped while it holds the lock: a fast machine finished the first run before the
+    # second one had started, and a run after it is not concurrent
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = infer(big["bundle"], big["image"], "-o", out, *SLOW, "--overwrite")
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert_one_line_error(second, "another run is writing")
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
