@@ -295,9 +295,9 @@ def select(q: Quantizer, calibration: np.ndarray, val: Split, task: str, ignore:
     """(percentile, float nodes by reason, val figures, val figures per percentile), chosen on val.
 
     Nodes that run faster in float, in their pairing and again on fresh sessions, stay float.
-    If val still falls short, nodes are kept in
-    float in order of agreement bought per second: each node's loss (quantised alone) over
-    its measured float cost, so cheap sensitive nodes go first and the costly ones last.
+    If val still falls short, nodes are kept in float in order of agreement bought per second:
+    each node's loss (quantised alone) over its measured float cost, so cheap sensitive nodes
+    go first and the costly ones last.
     """
     def on_val(path: Path) -> dict:
         return measure(val, probabilities(path, val.x), task, ignore)
