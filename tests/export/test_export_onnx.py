@@ -80,8 +80,10 @@ def test_manifest_records_opset_simplification_and_parity(trained_bundle):
     assert art.details["opset"] == onnx_export.OPSET and art.details["simplified"] is True
     assert art.parity["max_abs_diff"] <= art.parity["tolerance"] == onnx_export.FP32_TOLERANCE
     assert art.parity["argmax_agreement"] == 1.0 and art.parity["samples"] > 0
-    dims = onnx.load(str(trained_bundle / art.path)).graph.input[0].type.tensor_type.shape.dim
-    assert not dims[0].HasField("dim_value")  # dynamic batch axis
+    graph = onnx.load(str(trained_bundle / art.path)).graph
+    assert not graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value")  # dynamic batch axis
+    # the U-Net's class softmax (channels first inside the graph) is written out as elementwise ops
+    assert art.details["softmax_expanded"] == 1 and "Softmax" not in {n.op_type for n in graph.node}
 
 
 def test_cli_onnx_prints_figures_per_artefact(bundle_copy):

@@ -36,7 +36,7 @@ def test_export_records_a_gated_channels_first_twin(trained_bundle):
     assert twin.parity["max_abs_diff"] <= 1e-6 and twin.parity["argmax_agreement"] == 1.0
     graph = onnx.load(str(trained_bundle / "model.nchw.onnx")).graph
     assert graph.input[0].type.tensor_type.shape.dim[1].dim_value == len(BANDS)
-    assert not [n for n in graph.node if n.op_type == "Transpose"]  # both layout transposes gone
+    assert not [n for n in graph.node if n.op_type in ("Transpose", "Softmax")]  # layout transposes gone, softmax expanded
 
 
 @pytest.mark.parametrize("extra", [(), ("--tta", "d4"), ("--block-px", "96", "--uncertainty", "margin")])

@@ -18,6 +18,7 @@ import numpy as np
 
 from lulc.export.layout import export_channels_first
 from lulc.export.parity import compare, keras_reference, probabilities, staging, verify_and_record
+from lulc.export.softmax import expand_softmax
 from lulc.runtime.core.bundle import Bundle
 from lulc.runtime.core.errors import ParityError
 
@@ -32,8 +33,10 @@ FP32_TOLERANCE = 1e-4
 FP16_AGREEMENT = 0.995
 
 
-def convert(model, path: Path, opset: int = OPSET, spatial: tuple[int, int] | None = None) -> None:
+def convert(model, path: Path, opset: int = OPSET, spatial: tuple[int, int] | None = None) -> int:
     """Write ``model`` as ONNX with a dynamic batch axis; H/W fixed to ``spatial`` if given.
+    Returns how many class-axis softmaxes were written out as elementwise ops (see
+    :mod:`lulc.export.softmax`).
 
     A fixed H/W graph is what TensorRT optimises best; the runtime's ONNX keeps them dynamic.
     """
@@ -43,6 +46,7 @@ def convert(model, path: Path, opset: int = OPSET, spatial: tuple[int, int] | No
     hw = spatial or model.input_shape[1:3]
     spec = [tf.TensorSpec((None, *hw, model.input_shape[-1]), tf.float32, name="bands")]
     tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset, output_path=str(path))
+    return expand_softmax(path)
 
 
 def run_onnx(path: Path, samples: np.ndarray) -> np.ndarray:
@@ -96,9 +100,9 @@ def export_onnx(bundle: Bundle, opset: int = OPSET, fp16: bool = False, simplify
     run = functools.partial(run_onnx, samples=samples)
     results = {}
     with staging(bundle.root / ".model.onnx.partial") as staged:
-        convert(model, staged, opset)
+        expanded = convert(model, staged, opset)
         details = {"opset": opset, "dynamic_axes": ["batch", "height", "width"], "precision": "fp32",
-                   "simplified": simplify and simplify_if_faithful(staged, samples, reference)}
+                   "softmax_expanded": expanded, "simplified": simplify and simplify_if_faithful(staged, samples, reference)}
         results["onnx"] = verify_and_record(bundle, "onnx", staged, reference, run, "ONNX", fmt="onnx",
                                             dest="model.onnx", details=details, max_abs_diff=FP32_TOLERANCE)
     twin = export_channels_first(bundle, "onnx") if bundle.manifest.task in ("segmentation", "scene") else None

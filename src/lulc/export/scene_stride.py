@@ -271,7 +271,7 @@ def export_scene_stride(bundle: Bundle, stride: int, opset: int = OPSET, seed: i
                "patch": geo.patch, "shift": geo.shift, "backbone_stride": geo.backbone_stride,
                "receptive_px": geo.receptive, "context_px": geo.context_px, "reference_context_px": margin}
     with staging(bundle.root / f".model.stride{stride}.onnx.partial") as staged:
-        convert(strided, staged, opset)
+        details["softmax_expanded"] = convert(strided, staged, opset)
         # the slimmed graph must give what the converted one gives (the gate then judges both
         # against the windows); TensorFlow's own run of the rewrite would need twice the memory
         details["simplified"] = simplify_if_faithful(staged, canvas, run_onnx(staged, canvas))
