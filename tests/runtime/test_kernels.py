@@ -89,44 +89,51 @@ def test_for_array_picks_cpu_kernels_for_numpy():
 
 
 def test_warm_up_loads_the_signatures_a_run_uses(trained_bundle, tmp_path):
-    """The start-up warm-up is only worth its thread if a real run then compiles nothing new."""
+    """The start-up warm-up is only worth its thread if a real run then compiles nothing new,
+    in either tile layout (the bundle's channels-first twin runs; a stale twin would not)."""
     image, _ = synthetic_scene(60, 530, seed=5)  # wider than one COG tile: the run builds an overview
     path = write_raster(tmp_path / "in.tif", image, descriptions=BANDS)
     code = f"""
         from lulc.runtime import infer
         from lulc.runtime.kernels import cpu as kernels
         from lulc.runtime.kernels.warmup import warm_up
-        used = (kernels.mask_nodata, kernels.pack_tiles, kernels.blend_accumulate, kernels.finalize,
-                kernels.mode_2x2)
+        used = (kernels.mask_nodata, kernels.pack_tiles_nchw, kernels.pack_tiles, kernels.blend_accumulate_nchw,
+                kernels.blend_accumulate, kernels.finalize, kernels.mode_2x2)
         warm_up()
         before = [len(k.signatures) for k in used]
         infer.run_inference({str(trained_bundle)!r}, {str(path)!r}, {str(tmp_path / "map.tif")!r},
                             infer.InferOptions(backend="onnx", progress=False))
-        print(before, [len(k.signatures) for k in used])
+        print(before, [len(k.signatures) for k in used], [sum(k.stats.cache_hits.values()) + sum(k.stats.cache_misses.values())
+                                                         for k in used])
         """
     proc = run_without_tensorflow(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    before, after = proc.stdout.strip().splitlines()[-1].split("] [")
-    assert before.strip("[") == after.strip("]") == "1, 1, 1, 1, 1"
+    before, after, loads = proc.stdout.strip().splitlines()[-1].split("] [")
+    assert before.strip("[") == after == "1, 1, 1, 1, 1, 1, 1"
+    assert loads.strip("]") == "1, 1, 1, 1, 1, 1, 1"  # each loaded or compiled once, by the warm-up
 
 
 def test_a_cold_cache_compiles_the_write_side_in_a_second_process(tmp_path, monkeypatch):
-    """First run after install: another process compiles blend/finalize/mode into the cache
-    while this one compiles mask/pack, and this one then loads those from the cache."""
+    """First run after install: another process compiles blend/finalize/mode and the
+    channels-last kernels into the cache while this one compiles mask and the channels-first
+    pack, and this one then loads those from the cache."""
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     code = """
         from lulc.runtime.kernels import cpu, warmup
         cold = warmup._cache_is_cold()
         warmup.warm_up()
-        loaded = [sum(k.stats.cache_hits.values()) for k in (cpu.blend_accumulate, cpu.finalize, cpu.mode_2x2)]
-        compiled = [sum(k.stats.cache_misses.values()) for k in (cpu.mask_nodata, cpu.pack_tiles)]
+        loaded = [sum(k.stats.cache_hits.values())
+                  for k in (cpu.blend_accumulate_nchw, cpu.finalize, cpu.pack_tiles, cpu.blend_accumulate, cpu.mode_2x2)]
+        compiled = [sum(k.stats.cache_misses.values()) for k in (cpu.mask_nodata, cpu.pack_tiles_nchw)]
         print(cold, warmup._cache_is_cold(), loaded, compiled)
         """
     proc = run_without_tensorflow(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split("\n")[-2] == "True False [1, 1, 1] [1, 1]"
+    assert proc.stdout.split("\n")[-2] == "True False [1, 1, 1, 1, 1] [1, 1]"
     names = {p.name.split("-")[0] for p in tmp_path.rglob("*.nbi")}
-    assert {f"cpu.{k}" for k in ("mask_nodata", "pack_tiles", "blend_accumulate", "finalize", "mode_2x2")} <= names
+    kernels = ("mask_nodata", "pack_tiles_nchw", "pack_tiles", "blend_accumulate_nchw", "blend_accumulate", "finalize",
+               "mode_2x2")
+    assert {f"cpu.{k}" for k in kernels} <= names
 
 
 @pytest.mark.parametrize("measure", ["entropy", "margin", "least"])

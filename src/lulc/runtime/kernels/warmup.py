@@ -9,33 +9,52 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from lulc.runtime.kernels import cpu
-from lulc.runtime.kernels.cpu import blend_accumulate, finalize, mask_nodata, mode_2x2, pack_tiles
+from lulc.runtime.kernels.cpu import (
+    blend_accumulate,
+    blend_accumulate_nchw,
+    finalize,
+    mask_nodata,
+    mode_2x2,
+    pack_tiles,
+    pack_tiles_nchw,
+)
 
 
 def _warm_read_side() -> None:
-    """Compile (or load) the kernels that run before the first model call: mask and pack."""
+    """Compile (or load) the kernels that run before the first model call: the nodata mask and
+    the channels-first pack (what a bundle's twin takes, the usual run)."""
     block = np.zeros((1, 2, 2), np.float32)
     valid = np.empty((2, 2), np.bool_)
     mask_nodata(block, 0.0, True, valid)
-    origin = np.zeros(1, np.int64)
-    scale = np.ones(1, np.float32)
-    pack_tiles(block, valid, origin, origin, scale, scale, np.empty((1, 2, 2, 1), np.float32), np.empty(1, np.int64))
+    _pack(pack_tiles_nchw, block, valid, (1, 1, 2, 2))
 
 
 def _warm_write_side() -> None:
-    """Compile (or load) the kernels that run after it: blend, finalize and the overview mode."""
+    """Compile (or load) the kernels that run after it: blend, finalize and the overview mode,
+    and the channels-last pack and blend (a model without a current twin: time series, a
+    replaced ``model.onnx``)."""
     origin = np.zeros(1, np.int64)
     valid = np.ones((2, 2), np.bool_)
     acc = np.zeros((2, 2, 2), np.float32)
-    blend_accumulate(np.zeros((1, 2, 2, 1), np.float32), origin, origin, np.ones((2, 2), np.float32), acc)
+    blend_accumulate_nchw(np.zeros((1, 1, 2, 2), np.float32), origin, origin, np.ones((2, 2), np.float32), acc)
     pixels = np.empty((2, 2), np.uint8)
     finalize(acc, valid, pixels, np.empty((1, 2, 2), np.uint8), pixels, False, False)
+    _pack(pack_tiles, np.zeros((1, 2, 2), np.float32), valid, (1, 2, 2, 1))
+    blend_accumulate(np.zeros((1, 2, 2, 1), np.float32), origin, origin, np.ones((2, 2), np.float32), acc)
     mode_2x2(pixels[None], np.empty((1, 1, 1), np.uint8))
+
+
+def _pack(kernel: Callable[..., None], block: np.ndarray, valid: np.ndarray, shape: tuple[int, ...]) -> None:
+    """One call of a pack kernel on ``block`` (1, 2, 2) into tiles of ``shape``."""
+    origin = np.zeros(1, np.int64)
+    scale = np.ones(1, np.float32)
+    kernel(block, valid, origin, origin, scale, scale, np.empty(shape, np.float32), np.empty(1, np.int64))
 
 
 def _cache_is_cold() -> bool:
